@@ -1,0 +1,97 @@
+"""``kd2mcu build``: a float ONNX model + calibration data (or an integer model.json) -> build folder."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from . import __version__, codegen, reference
+from .buildfolder import BUILD_FILE, MODEL_FILE, SRC_DIR, check_output, staged_folder, write_json
+from .dataio import Dataset, load_npz
+from .errors import UserError
+from .floatmodel import CalibrationStats
+from .intmodel import IntModel
+from .ptq import quantize
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def quality(model: IntModel, float_logits: np.ndarray, data: Dataset) -> dict:
+    """How close the int8 model's dequantized logits are to the float model's on ``data``."""
+    x_q = quantize_data(model, data)
+    q = reference.run(model, x_q, data.lengths)["logits"]
+    deq = reference.dequantize_logits(model, q).astype(np.float64)
+    rel_l2 = float(np.linalg.norm(deq - float_logits) / max(np.linalg.norm(float_logits), 1e-12))
+    agree = float(np.mean(deq.argmax(1) == float_logits.argmax(1)))
+    out = {"samples": data.n, "relative_l2_error": rel_l2, "argmax_agreement": agree}
+    if data.y is not None:
+        out["float_accuracy"] = float(np.mean(float_logits.argmax(1) == data.y))
+        out["int8_accuracy"] = float(np.mean(q.argmax(1) == data.y))
+    return out
+
+
+def quantize_data(model: IntModel, data: Dataset) -> np.ndarray:
+    """The int8 input [N, T, F] of a feature model, or the token ids of a token model, checked."""
+    if model.is_token_model:
+        if not data.is_tokens:
+            raise UserError(f"{data.path}: the model reads token ids, but x holds features {list(data.x.shape)}")
+        V = model.embedding.shape[0]
+        if data.x.min() < 0 or data.x.max() >= V:
+            raise UserError(f"{data.path}: token ids must lie in 0..{V - 1} (the embedding has {V} rows)")
+        return data.x.astype(np.int32)
+    if data.is_tokens:
+        raise UserError(f"{data.path}: the model reads float features [N, T, {model.input_size}], but x holds "
+                        f"token ids {list(data.x.shape)}")
+    if data.x.shape[2] != model.input_size:
+        raise UserError(f"{data.path}: x has {data.x.shape[2]} features per step, the model expects "
+                        f"{model.input_size}")
+    return reference.quantize_input(model, data.x)
+
+
+def build_from_onnx(onnx_path: Path, calib_path: Path, out: Path, force: bool, name: str,
+                    max_steps: Optional[int] = None, tol: float = 1e-4) -> dict:
+    from .onnx_import import import_onnx
+
+    codegen.check_c_name(name)
+    check_output(out, force)
+    data = load_npz(calib_path, "--calib")
+    imp = import_onnx(onnx_path, data.x, tol=tol)
+    fm = imp.model
+    if fm.is_token_model != data.is_tokens:
+        raise UserError(f"--calib {calib_path}: x shape {list(data.x.shape)} does not fit the model's input "
+                        f"({'token ids [N, T]' if fm.is_token_model else 'features [N, T, F]'})")
+    stats = CalibrationStats()
+    float_logits = fm.forward(data.x, data.lengths, stats=stats)
+    steps = int(max_steps or data.steps)
+    if steps < data.steps:
+        raise UserError(f"--max-steps {steps} is shorter than the calibration sequences ({data.steps} steps)")
+    model = quantize(fm, stats, steps, source=f"{Path(onnx_path).name} (sha256 {_sha256(onnx_path)[:16]})")
+    report = quality(model, float_logits, data)
+    info = {
+        "kd2mcu_version": __version__, "name": name, "source": str(onnx_path), "source_sha256": _sha256(onnx_path),
+        "calibration": {"file": str(calib_path), "sha256": _sha256(calib_path), "samples": data.n},
+        "import_max_abs_diff_vs_onnxruntime": imp.max_abs_diff, "quantization": report,
+    }
+    _write(model, info, out, force, name)
+    return info
+
+
+def build_from_intmodel(json_path: Path, out: Path, force: bool, name: str) -> dict:
+    codegen.check_c_name(name)
+    check_output(out, force)
+    model = IntModel.load(json_path)
+    info = {"kd2mcu_version": __version__, "name": name, "source": str(json_path),
+            "source_sha256": _sha256(json_path)}
+    _write(model, info, out, force, name)
+    return info
+
+
+def _write(model: IntModel, info: dict, out: Path, force: bool, name: str) -> None:
+    with staged_folder(out, force) as stage:
+        (stage / MODEL_FILE).write_text(model.to_json())
+        codegen.write_sources(model, name, stage / SRC_DIR)
+        write_json(stage / BUILD_FILE, info)

@@ -1,0 +1,111 @@
+"""The ``kd2mcu`` command line. Bad input exits with code 2 and one line on stderr, no traceback."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from . import __version__
+from .errors import UserError
+
+DEFAULT_NAME = "kd2mcu_model"
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            click.echo(f"kd2mcu: error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kd2mcu")
+def main():
+    """Distill a transformer into a tiny int8 LSTM and run it bit-exactly on STM32 microcontrollers."""
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--calib", type=click.Path(path_type=Path),
+              help="Calibration data (.npz with x, optional lengths) for a float ONNX model.")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Build folder to write.")
+@click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
+@click.option("--name", default=DEFAULT_NAME, show_default=True,
+              help="C name of the model: files NAME.c/NAME.h, functions NAME_run, NAME_step, ...")
+@click.option("--max-steps", type=click.IntRange(1, 100000), default=None,
+              help="Longest sequence the C code accepts (default: the calibration sequences' length).")
+def build(model: Path, calib, out: Path, force: bool, name: str, max_steps):
+    """Quantize MODEL and generate C sources into OUT/src.
+
+    MODEL is a float ONNX classifier (LSTM layers, optional Gather embedding, Gemm or MatMul+Add
+    head), quantized post-training on --calib; or an integer model.json from an earlier build.
+    """
+    from .build import build_from_intmodel, build_from_onnx
+
+    if model.suffix == ".json":
+        if calib is not None:
+            raise UserError("--calib is only for ONNX models: a model.json is already quantized")
+        build_from_intmodel(model, out, force, name)
+        click.echo(f"built {out}/src from {model}")
+        return
+    if model.suffix != ".onnx":
+        raise UserError(f"{model}: expected a .onnx float model or an integer model.json")
+    if calib is None:
+        raise UserError("--calib is required to quantize an ONNX model: give an .npz with x (and lengths if padded)")
+    info = build_from_onnx(model, calib, out, force, name, max_steps)
+    q = info["quantization"]
+    click.echo(f"built {out}/src from {model}: int8 vs float on {q['samples']} calibration samples: "
+               f"argmax agreement {q['argmax_agreement']:.2%}, relative L2 error {q['relative_l2_error']:.4f}")
+
+
+@main.command()
+@click.argument("build_dir", type=click.Path(path_type=Path))
+@click.option("--inputs", required=True, type=click.Path(path_type=Path),
+              help="Data (.npz with x, optional y and lengths) to run.")
+@click.option("--opt", default="-O2", show_default=True, help="gcc optimization flag for the simulator.")
+@click.option("--sanitize", is_flag=True, help="Build with -fsanitize=address,undefined.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+@click.option("--save", type=click.Path(path_type=Path), help="Write q (int8 logits) and logits (float32) here.")
+def sim(build_dir: Path, inputs: Path, opt: str, sanitize: bool, as_json: bool, save):
+    """Compile BUILD_DIR/src for the host with gcc and check it bit for bit against the Python reference.
+
+    Exits 0 only when every logit and every final hidden and cell state matches.
+    """
+    from .sim import simulate
+
+    if opt not in ("-O0", "-O1", "-O2", "-O3", "-Os"):
+        raise UserError(f"--opt {opt}: use one of -O0, -O1, -O2, -O3, -Os")
+    result = simulate(build_dir, inputs, opt=opt, sanitize=sanitize)
+    q, deq = result.pop("_logits"), result.pop("_dequantized")
+    if save is not None:
+        _save_npz(save, q=q, logits=deq)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        line = f"{result['samples']} samples, {result['mismatches']} mismatching"
+        if "accuracy" in result:
+            line += f", accuracy {result['accuracy']:.2%}"
+        click.echo(line)
+        if result["first_mismatch"]:
+            click.echo(f"first mismatch: {result['first_mismatch']}")
+    sys.exit(0 if result["mismatches"] == 0 else 1)
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    import os
+
+    if path.suffix != ".npz":
+        raise UserError(f"--save {path}: the file name must end in .npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    main()

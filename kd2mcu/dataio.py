@@ -1,0 +1,82 @@
+"""The data file format every command reads: an .npz with ``x`` and optional ``y`` and ``lengths``.
+
+- ``x``: float [N, T, F] feature sequences, or integer token ids [N, T] for an embedding model.
+- ``y``: integer labels [N] (optional).
+- ``lengths``: integer true lengths [N] in 1..T when sequences are padded (optional).
+"""
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .errors import UserError
+
+
+@dataclass
+class Dataset:
+    x: np.ndarray
+    y: Optional[np.ndarray]
+    lengths: Optional[np.ndarray]
+    path: str
+
+    @property
+    def n(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def steps(self) -> int:
+        return int(self.x.shape[1])
+
+    @property
+    def is_tokens(self) -> bool:
+        return self.x.ndim == 2
+
+
+def load_npz(path, option: str = "--inputs") -> Dataset:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{option} {path}: no such file")
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise UserError(f"{option} {path}: not a readable .npz file ({exc})") from None
+    if "x" not in arrays:
+        keys = ", ".join(sorted(arrays)) or "none"
+        raise UserError(f"{option} {path}: no array 'x' (keys: {keys}); save with np.savez(path, x=..., y=...)")
+    x = arrays["x"]
+    if x.ndim not in (2, 3):
+        raise UserError(f"{option} {path}: x has shape {list(x.shape)}; expected [N, T, F] features or [N, T] "
+                        "token ids")
+    if x.shape[0] == 0 or x.shape[1] == 0 or (x.ndim == 3 and x.shape[2] == 0):
+        raise UserError(f"{option} {path}: x is empty (shape {list(x.shape)})")
+    if x.ndim == 3:
+        if not np.issubdtype(x.dtype, np.floating):
+            raise UserError(f"{option} {path}: feature x must be float32 [N, T, F], got {x.dtype}")
+        if not np.isfinite(x).all():
+            bad = np.argwhere(~np.isfinite(x))[0]
+            raise UserError(f"{option} {path}: x holds NaN or Inf (first at sample {bad[0]}, step {bad[1]}, "
+                            f"feature {bad[2]})")
+        x = x.astype(np.float32)
+    elif not np.issubdtype(x.dtype, np.integer):
+        raise UserError(f"{option} {path}: 2-D x must hold integer token ids [N, T], got {x.dtype}")
+    N, T = x.shape[:2]
+    y = arrays.get("y")
+    if y is not None:
+        if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1:
+            raise UserError(f"{option} {path}: y must be integer labels [N], got {y.dtype} {list(y.shape)}")
+        if y.shape[0] != N:
+            raise UserError(f"{option} {path}: x has {N} samples but y has {y.shape[0]}")
+    lengths = arrays.get("lengths")
+    if lengths is not None:
+        if not np.issubdtype(lengths.dtype, np.integer) or lengths.shape != (N,):
+            raise UserError(f"{option} {path}: lengths must be integers [N={N}], got {lengths.dtype} "
+                            f"{list(lengths.shape)}")
+        if lengths.min() < 1 or lengths.max() > T:
+            raise UserError(f"{option} {path}: lengths must lie in 1..{T} (the padded length)")
+        lengths = lengths.astype(np.int64)
+    return Dataset(x, None if y is None else y.astype(np.int64), lengths, str(path))

@@ -1,0 +1,29 @@
+"""Shared test helpers: where ../shared is, and a build folder made from an integer model."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+VECTORS = SHARED / "spec" / "vectors"
+
+
+def require_shared():
+    if not VECTORS.is_dir():
+        pytest.skip(f"{VECTORS} is absent: the reference vectors live only on the team's machines")
+
+
+def require_gcc():
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed (scripts/setup.sh installs it)")
+
+
+def write_build(model, folder: Path, name: str = "kd2mcu_model") -> Path:
+    """A build folder (model.json + src/) for an integer model, as `kd2mcu build model.json` writes."""
+    from kd2mcu.build import _write
+
+    _write(model, {"name": name}, folder, force=True, name=name)
+    return folder
