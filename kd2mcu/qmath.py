@@ -111,7 +111,8 @@ def quantize_float(x, inv_scale: float, zero_point: int):
     from zero via an exact split into integer and fractional parts, plus the zero point, saturated.
     """
     inv = np.float32(inv_scale)
-    v = np.asarray(x, dtype=np.float32) * inv
+    with np.errstate(over="ignore", invalid="ignore"):  # x * inv may overflow to inf: clamped below, as in C
+        v = np.asarray(x, dtype=np.float32) * inv
     v = np.where(np.isnan(v), np.float32(0), v)
     v = np.clip(v, np.float32(-256), np.float32(256))
     whole = np.trunc(v)
