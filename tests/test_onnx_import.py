@@ -29,8 +29,8 @@ def make_torch_classifier(input_size, hidden, layers, bidirectional, classes, em
     The head reads ``cat(h_n[-2], h_n[-1])`` (bidirectional) or ``h_n[-1]``; ``head="last_output"`` makes it
     read ``output[:, -1]`` instead (which kd2mcu does not model for a bidirectional LSTM).
     """
-    import torch
-    import torch.nn as nn
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
 
     class Classifier(nn.Module):
         def __init__(self):
@@ -62,8 +62,7 @@ def export_onnx(module, example_x, path, dynamo=False):
     TorchScript (dynamo=False) gets dynamic batch and time axes; dynamo=True keeps the example's fixed shapes.
     Returns ``path``.
     """
-    import torch
-
+    torch = pytest.importorskip("torch")
     x = torch.as_tensor(example_x)
     batch_first = getattr(module, "batch_first", True)
     axes = {0: "batch", 1: "time"} if batch_first else {0: "time", 1: "batch"}
