@@ -13,6 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import warnings
+
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +45,7 @@ def main():
     ap.add_argument("--samples", type=int, default=2000)
     args = ap.parse_args()
 
+    warnings.filterwarnings("ignore")
     import onnxruntime as ort
 
     from kd2mcu import hostsim, reference
