@@ -72,7 +72,7 @@ def _summary(model: IntModel) -> str:
     else:
         parts.append(f"{model.input_size} features")
     for k, layer in enumerate(model.layers):
-        kind = "bidirectional" if layer.bidirectional else "unidirectional"
+        kind = "bidirectional" if layer.bidirectional else "reverse" if layer.reverse else "unidirectional"
         parts.append(f"LSTM {layer.hidden_size} ({kind}, P={layer.cell_scale_power})")
     parts.append(f"{model.num_classes} classes")
     return " -> ".join(parts) + f"; up to {model.max_steps} steps."
@@ -91,9 +91,10 @@ def context(model: IntModel, name: str) -> dict:
             wh = np.stack([x.wh for x in g], axis=1).astype(np.int64)  # [H, 4, H]
             bx = np.stack([x.bias for x in g], axis=1).astype(np.int64) - layer.input.zero_point * wx.sum(2)
             bh = -layer.hidden.zero_point * wh.sum(2)
-            label = "backward" if dn == 1 else "forward"
+            reverse = dn == 1 or layer.reverse
+            label = "backward" if reverse else "forward"
             dirs.append({
-                "label": label, "reverse": dn == 1, "prefix": f"L{k}{label[0].upper()}",
+                "label": label, "reverse": reverse, "prefix": f"L{k}{label[0].upper()}",
                 "fn": f"{name}_layer{k}_{label}_step", "state_offset": offset, "output_offset": dn * H,
                 "wx": c_array(wx), "wh": c_array(wh), "bx": c_array(bx), "bh": c_array(bh),
                 "gates": [{"name": n, "activation": "kd2mcu_tanh16" if n == "g" else "kd2mcu_sigmoid16",

@@ -23,6 +23,7 @@ class FloatDirection:
 @dataclass
 class FloatLayer:
     directions: list[FloatDirection]
+    reverse: bool = False  # a single direction that runs from the last step to the first
 
     @property
     def hidden_size(self) -> int:
@@ -77,7 +78,7 @@ class FloatModel:
                 stats.observe_input(k, seq[valid])
             outs, finals = [], []
             for d, dr in enumerate(layer.directions):
-                y, h, cmax = _lstm_direction(dr, seq, lengths, reverse=(d == 1))
+                y, h, cmax = _lstm_direction(dr, seq, lengths, reverse=(d == 1 or layer.reverse))
                 outs.append(y)
                 finals.append(h)
                 if stats is not None:

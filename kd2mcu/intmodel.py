@@ -66,6 +66,7 @@ class LSTMLayer:
     cell_clip: int = 0
     input_to_cell: tuple[int, int] = (0, 0)
     hidden_out: tuple[int, int] = (0, 0)
+    reverse: bool = False  # one direction running from the last step to the first (ONNX direction=reverse)
 
     @property
     def input_size(self) -> int:
@@ -125,7 +126,7 @@ class IntModel:
     @property
     def streaming(self) -> bool:
         """True when every layer is unidirectional, so one sample at a time can be processed."""
-        return not any(layer.bidirectional for layer in self.layers)
+        return not any(layer.bidirectional or layer.reverse for layer in self.layers)
 
     def state_sizes(self) -> list[int]:
         """Hidden units of each (layer, direction) in state order."""
@@ -167,6 +168,7 @@ class IntModel:
                 _check(layer.input_size == prev_width, f"{where}: input size {layer.input_size} != {prev_width}")
             _check_q(layer.hidden, f"{where} hidden")
             _check(len(layer.directions) in (1, 2), f"{where}: 1 or 2 directions")
+            _check(not (layer.reverse and layer.bidirectional), f"{where}: reverse is for one-direction layers")
             P = layer.cell_scale_power
             _check(MIN_CELL_POWER <= P <= MAX_CELL_POWER,
                    f"{where}: cell_scale_power {P} outside [{MIN_CELL_POWER}, {MAX_CELL_POWER}]")
@@ -241,7 +243,7 @@ class IntModel:
                 dirs.append({"gates": gates})
             layers.append({
                 "input_size": layer.input_size, "hidden_size": layer.hidden_size,
-                "bidirectional": layer.bidirectional, "input": q(layer.input), "hidden": q(layer.hidden),
+                "bidirectional": layer.bidirectional, "reverse": bool(layer.reverse), "input": q(layer.input), "hidden": q(layer.hidden),
                 "cell_scale_power": int(layer.cell_scale_power), "cell_clip": int(layer.cell_clip),
                 "forget_to_cell": list(FORGET_TO_CELL), "input_to_cell": list(layer.input_to_cell),
                 "hidden_out": list(layer.hidden_out), "directions": dirs,
@@ -284,7 +286,8 @@ class IntModel:
                                            tuple(g["input_mult"]), tuple(g["hidden_mult"]))
                     dirs.append(Direction(gates))
                 layers.append(LSTMLayer(q(ld["input"]), q(ld["hidden"]), int(ld["cell_scale_power"]), dirs,
-                                        int(ld["cell_clip"]), tuple(ld["input_to_cell"]), tuple(ld["hidden_out"])))
+                                        int(ld["cell_clip"]), tuple(ld["input_to_cell"]), tuple(ld["hidden_out"]),
+                                        bool(ld.get("reverse", False))))
             hd = d["head"]
             head = Head(_unarr(hd["weight"]), np.array(hd["weight_scale"], dtype=np.float64), _unarr(hd["bias"]),
                         q(hd["input"]), q(hd["output"]), np.array(hd["mult"], dtype=np.int64),

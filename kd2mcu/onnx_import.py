@@ -402,10 +402,6 @@ def _group_layers(g: _Graph, lstm_ids) -> list[list[int]]:
             groups.append([k])
     for group in groups:
         dirs = [_direction(g, g.nodes[k]) for k in group]
-        if len(group) == 1 and dirs[0] == "reverse":
-            raise UserError(f"{g.path}: {_label(g.nodes[group[0]])}: direction='reverse' on its own cannot be "
-                            "expressed (kd2mcu layers run forward, or forward + backward); export "
-                            "bidirectional=True, or pair it with a forward LSTM reading the same input")
         if len(group) > 1 and sorted(dirs) != ["forward", "reverse"]:
             names = ", ".join(f"{_label(g.nodes[k])} direction={d}" for k, d in zip(group, dirs))
             raise UserError(f"{g.path}: LSTM nodes {names} run side by side on the same input; kd2mcu can only "
@@ -428,6 +424,8 @@ def _read_layer(g: _Graph, group: list[int]) -> FloatLayer:
         by_dir[_direction(g, node)] = _read_lstm(g, node)
     if "bidirectional" in by_dir:
         dirs = by_dir["bidirectional"]
+    elif "reverse" in by_dir and "forward" not in by_dir:
+        return FloatLayer(directions=by_dir["reverse"], reverse=True)
     elif "reverse" in by_dir:
         dirs = by_dir["forward"] + by_dir["reverse"]
         (f,), (r,) = by_dir["forward"], by_dir["reverse"]

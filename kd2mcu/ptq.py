@@ -77,7 +77,7 @@ def quantize(fm: FloatModel, stats: CalibrationStats, max_steps: int, source: st
                                    quantize_bias(fd.bias[gi], prev_q.scale * sx, f"layer {k} gate {name}"),
                                    sx, sh)
             dirs.append(Direction(gates))
-        layers.append(LSTMLayer(prev_q, hid_q, cell_scale_power(stats.cell_absmax[k]), dirs))
+        layers.append(LSTMLayer(prev_q, hid_q, cell_scale_power(stats.cell_absmax[k]), dirs, reverse=fl.reverse))
         prev_q = hid_q
     w_scale = np.array([symmetric_scale(row) for row in fm.head_weight], dtype=np.float64)
     w_q = np.stack([quantize_symmetric(row, s) for row, s in zip(fm.head_weight, w_scale)])

@@ -24,6 +24,7 @@ class ModelShape:
     bidirectional: bool = False
     vocab: Optional[int] = None  # an embedding of this many tokens when set
     regime: str = "small"  # "small" or "large" weight scales
+    reverse: bool = False  # layer 0 runs from the last step to the first (unidirectional models)
 
 
 def _weights(rng, shape, regime):
@@ -51,7 +52,7 @@ def random_model(rng: np.random.Generator, shape: ModelShape) -> IntModel:
         embedding = rng.integers(-128, 128, size=(shape.vocab, input_size)).astype(np.int8)
     layers = []
     prev_q, width = in_q, input_size
-    for _ in range(shape.layers):
+    for k in range(shape.layers):
         hid_q = _qparams(rng, 0.003, 0.02)
         H = shape.hidden
         dirs = []
@@ -65,7 +66,8 @@ def random_model(rng: np.random.Generator, shape: ModelShape) -> IntModel:
                 gates[name] = Gate(wx, wh, bias.astype(np.int32), sx, sh)
             dirs.append(Direction(gates))
         clip = int(rng.choice([0, 0, int(rng.integers(1000, 32768))]))
-        layers.append(LSTMLayer(prev_q, hid_q, int(rng.integers(-15, -5)), dirs, clip))
+        layers.append(LSTMLayer(prev_q, hid_q, int(rng.integers(-15, -5)), dirs, clip,
+                                reverse=shape.reverse and k == 0 and not shape.bidirectional))
         prev_q, width = hid_q, H * len(dirs)
     w = _weights(rng, (shape.classes, width), shape.regime)
     w_scale = np.exp(rng.uniform(np.log(0.001), np.log(0.05), size=shape.classes))

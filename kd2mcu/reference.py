@@ -109,7 +109,8 @@ def run(model: IntModel, x, lengths=None, return_sequence: bool = False) -> dict
     for layer in model.layers:
         outs = []
         for d in range(len(layer.directions)):
-            y, h, c = lstm_direction(DirectionParams.from_layer(layer, d), seq, lengths, reverse=(d == 1))
+            y, h, c = lstm_direction(DirectionParams.from_layer(layer, d), seq, lengths,
+                                     reverse=(d == 1 or layer.reverse))
             outs.append(y)
             hs.append(h)
             cs.append(c)

@@ -200,3 +200,21 @@ def test_build_refusals_are_one_line_and_change_nothing(onnx_files, tmp_path):
     assert_user_error(kd2mcu("build", t / "good.onnx", "--calib", t / "calib.npz", "--out", out), "not empty")
     assert snapshot(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", "empty.npz", "wrong.npz"])
+
+
+@pytest.mark.parametrize("direction", ["reverse", "bidirectional"])
+def test_hand_built_graph_builds_and_simulates(direction, tmp_path):
+    """A hand-made ONNX LSTM (here direction=reverse or bidirectional) goes through build and sim."""
+    require_gcc()
+    from test_onnx_import import random_data, simple_graph
+
+    path = simple_graph(direction, F=3, H=6, C=3).save(tmp_path / "m.onnx")
+    x = random_data(64, 15, 3)
+    np.savez(tmp_path / "d.npz", x=x, lengths=np.random.default_rng(0).integers(1, 16, 64))
+    proc = kd2mcu("build", path, "--calib", tmp_path / "d.npz", "--out", tmp_path / "b")
+    assert proc.returncode == 0, proc.stderr
+    model = json.loads((tmp_path / "b" / "model.json").read_text())
+    assert model["layers"][0]["reverse"] == (direction == "reverse")
+    proc = kd2mcu("sim", tmp_path / "b", "--inputs", tmp_path / "d.npz", "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["mismatches"] == 0, proc.stdout + proc.stderr
+    assert json.loads((tmp_path / "b" / "build.json").read_text())["quantization"]["argmax_agreement"] >= 0.9

@@ -406,9 +406,12 @@ def test_refuses_gemm_trans_a(tmp_path):
     assert "node 'fc' (Gemm)" in msg and "transA=1" in msg
 
 
-def test_refuses_lone_reverse_lstm(tmp_path):
-    msg = refusal(simple_graph("reverse").save(tmp_path / "m.onnx"))
-    assert "node 'lstm' (LSTM)" in msg and "direction='reverse'" in msg
+def test_lone_reverse_lstm_imports_as_a_reverse_layer(tmp_path):
+    path = simple_graph("reverse").save(tmp_path / "m.onnx")
+    x = random_data(5, 7, 3)
+    assert_reproduces(path, x)
+    layer = read_onnx(path).model.layers[0]
+    assert layer.reverse and len(layer.directions) == 1
 
 
 def test_refuses_corrupt_and_missing_files(tmp_path):

@@ -24,7 +24,7 @@ def _shapes():
             steps=int(rng.integers(1, 121)), classes=int(rng.integers(2, 11)),
             layers=1 + (k % 3 == 2), bidirectional=bool(k % 2),
             vocab=int(rng.integers(2, 300)) if k % 4 in (1, 2) else None,
-            regime="large" if k % 5 in (0, 3) else "small"))
+            regime="large" if k % 5 in (0, 3) else "small", reverse=k % 8 == 4))
     # the corners of the ranges
     shapes[0] = ModelShape(input_size=1, hidden=1, steps=1, classes=2, regime="large")
     shapes[1] = ModelShape(input_size=32, hidden=64, steps=120, classes=10, layers=2, bidirectional=True,
@@ -41,6 +41,7 @@ def test_the_generator_covers_the_ranges():
     assert {s.layers for s in SHAPES} == {1, 2}
     assert {s.vocab is None for s in SHAPES} == {True, False}
     assert {s.regime for s in SHAPES} == {"small", "large"}
+    assert any(s.reverse and not s.bidirectional for s in SHAPES)
     assert min(s.input_size for s in SHAPES) == 1 and max(s.input_size for s in SHAPES) == 32
     assert min(s.hidden for s in SHAPES) == 1 and max(s.hidden for s in SHAPES) == 64
     assert min(s.steps for s in SHAPES) == 1 and max(s.steps for s in SHAPES) == 120
