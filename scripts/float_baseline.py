@@ -32,8 +32,13 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
+    import warnings
+
     import torch
     from tqdm import tqdm
+
+    warnings.filterwarnings("ignore", category=UserWarning)  # the exporter's notes on batch size
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
 
     torch.manual_seed(args.seed)
     xtr, ytr, xte, yte, labels = load_basic_motions()
