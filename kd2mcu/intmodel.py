@@ -173,6 +173,9 @@ class IntModel:
             _check(MIN_CELL_POWER <= P <= MAX_CELL_POWER,
                    f"{where}: cell_scale_power {P} outside [{MIN_CELL_POWER}, {MAX_CELL_POWER}]")
             _check(0 <= layer.cell_clip <= 32767, f"{where}: cell_clip must be in 0..32767")
+            # |i * g| and |o * tanh(c)| are below 2^30: their requantizations may not shift left past int32
+            _check_acc(np.array([2**30]), layer.input_to_cell, f"{where} input_to_cell")
+            _check_acc(np.array([2**30]), layer.hidden_out, f"{where} hidden_out (hidden scale too small)")
             H, I = layer.hidden_size, layer.input_size
             for dn, d in enumerate(layer.directions):
                 _check(set(d.gates) == set(GATES), f"{where}: gates must be f, i, g, o")
@@ -348,6 +351,8 @@ def _check_int_range(a: np.ndarray, lo: int, hi: int, what: str) -> None:
 
 def _check_acc(bound: np.ndarray, mult: tuple[int, int], what: str) -> None:
     """Every reachable accumulator, shifted left by S, must fit int32 (spec: Requantization)."""
+    _check(0 <= int(mult[0]) < 2**31 and -31 <= int(mult[1]) <= 30,
+           f"{what}: multiplier {tuple(mult)} outside 0 <= M < 2^31, -31 <= S <= 30")
     shift = max(int(mult[1]), 0)
     worst = int(bound.max()) if bound.size else 0
     _check(worst * (1 << shift) <= INT32_MAX,

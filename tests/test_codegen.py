@@ -121,3 +121,19 @@ int main(int argc, char **argv) {
     assert len(got) == len(samples)
     np.testing.assert_array_equal(got, want)
     assert len(np.unique(got)) == 256  # the test reaches every int8 value
+
+
+def test_validation_refuses_models_whose_c_would_overflow():
+    from kd2mcu.intmodel import QParams
+
+    model = random_model(np.random.default_rng(2), SHAPES["uni"])
+    model.layers[0].hidden = QParams(2.0**-31, 0)  # o * tanh(c) would need a left shift past int32
+    model.head.input = model.layers[0].hidden
+    with pytest.raises(UserError, match="hidden_out"):
+        model.derive_multipliers().validate()
+    model = random_model(np.random.default_rng(2), SHAPES["uni"])
+    model.head.weight[:] = 0
+    model.head.bias[:] = 0
+    model.head.output = QParams(2.0**-80, 0)  # nothing to overflow, but a shift C cannot do
+    with pytest.raises(UserError, match="multiplier"):
+        model.derive_multipliers().validate()
