@@ -8,6 +8,7 @@ from typing import Optional
 import numpy as np
 
 from . import __version__, codegen, reference
+from . import firmware
 from .buildfolder import BUILD_FILE, MODEL_FILE, SRC_DIR, check_output, staged_folder, write_json
 from .dataio import Dataset, load_npz
 from .errors import UserError
@@ -53,10 +54,12 @@ def quantize_data(model: IntModel, data: Dataset) -> np.ndarray:
 
 
 def build_from_onnx(onnx_path: Path, calib_path: Path, out: Path, force: bool, name: str,
-                    max_steps: Optional[int] = None, tol: float = 1e-4) -> dict:
+                    max_steps: Optional[int] = None, tol: float = 1e-4,
+                    target: str = firmware.DEFAULT_BOARD) -> dict:
     from .onnx_import import import_onnx
 
     codegen.check_c_name(name)
+    board = firmware.load_board(target)
     check_output(out, force)
     data = load_npz(calib_path, "--calib")
     imp = import_onnx(onnx_path, data.x, tol=tol)
@@ -76,22 +79,37 @@ def build_from_onnx(onnx_path: Path, calib_path: Path, out: Path, force: bool, n
         "calibration": {"file": str(calib_path), "sha256": _sha256(calib_path), "samples": data.n},
         "import_max_abs_diff_vs_onnxruntime": imp.max_abs_diff, "quantization": report,
     }
-    _write(model, info, out, force, name)
+    k = min(firmware.DEFAULT_VECTORS, data.n)
+    vectors = (quantize_data(model, data)[:k], None if data.lengths is None else data.lengths[:k])
+    _write(model, info, out, force, name, board, vectors)
     return info
 
 
-def build_from_intmodel(json_path: Path, out: Path, force: bool, name: str) -> dict:
+def build_from_intmodel(json_path: Path, out: Path, force: bool, name: str,
+                        target: str = firmware.DEFAULT_BOARD) -> dict:
     codegen.check_c_name(name)
+    board = firmware.load_board(target)
     check_output(out, force)
     model = IntModel.load(json_path)
     info = {"kd2mcu_version": __version__, "name": name, "source": str(json_path),
             "source_sha256": _sha256(json_path)}
-    _write(model, info, out, force, name)
+    _write(model, info, out, force, name, board)
     return info
 
 
-def _write(model: IntModel, info: dict, out: Path, force: bool, name: str) -> None:
+def _write(model: IntModel, info: dict, out: Path, force: bool, name: str,
+           board: Optional["firmware.Board"] = None, vectors=None) -> None:
+    """Write model.json, src/, build.json and the firmware project (test vectors: ``vectors`` =
+    (x_q, lengths), or seeded random inputs when the build has no data)."""
+    board = board or firmware.load_board(firmware.DEFAULT_BOARD)
+    if vectors is None:
+        from .random_model import random_inputs
+
+        steps = min(model.max_steps, 50)
+        vectors = random_inputs(np.random.default_rng(0), model, firmware.DEFAULT_VECTORS, steps)
+    info = dict(info, target=board.name)
     with staged_folder(out, force) as stage:
         (stage / MODEL_FILE).write_text(model.to_json())
         codegen.write_sources(model, name, stage / SRC_DIR)
+        firmware.write_project(model, name, board, stage / SRC_DIR, stage / firmware.FIRMWARE_DIR, *vectors)
         write_json(stage / BUILD_FILE, info)

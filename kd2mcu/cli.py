@@ -39,8 +39,10 @@ def main():
               help="C name of the model: files NAME.c/NAME.h, functions NAME_run, NAME_step, ...")
 @click.option("--max-steps", type=click.IntRange(1, 100000), default=None,
               help="Longest sequence the C code accepts (default: the calibration sequences' length).")
-def build(model: Path, calib, out: Path, force: bool, name: str, max_steps):
-    """Quantize MODEL and generate C sources into OUT/src.
+@click.option("--target", default="stm32f405", show_default=True,
+              help="Board of the firmware project in OUT/firmware: stm32f405, stm32f746 or stm32l476.")
+def build(model: Path, calib, out: Path, force: bool, name: str, max_steps, target: str):
+    """Quantize MODEL; generate C into OUT/src and an STM32 firmware project into OUT/firmware.
 
     MODEL is a float ONNX classifier (LSTM layers, optional Gather embedding, Gemm or MatMul+Add
     head), quantized post-training on --calib; or an integer model.json from an earlier build.
@@ -50,14 +52,14 @@ def build(model: Path, calib, out: Path, force: bool, name: str, max_steps):
     if model.suffix == ".json":
         if calib is not None:
             raise UserError("--calib is only for ONNX models: a model.json is already quantized")
-        build_from_intmodel(model, out, force, name)
+        build_from_intmodel(model, out, force, name, target)
         click.echo(f"built {out}/src from {model}")
         return
     if model.suffix != ".onnx":
         raise UserError(f"{model}: expected a .onnx float model or an integer model.json")
     if calib is None:
         raise UserError("--calib is required to quantize an ONNX model: give an .npz with x (and lengths if padded)")
-    info = build_from_onnx(model, calib, out, force, name, max_steps)
+    info = build_from_onnx(model, calib, out, force, name, max_steps, target=target)
     q = info["quantization"]
     click.echo(f"built {out}/src from {model}: int8 vs float on {q['samples']} calibration samples: "
                f"argmax agreement {q['argmax_agreement']:.2%}, relative L2 error {q['relative_l2_error']:.4f}")
@@ -94,6 +96,58 @@ def sim(build_dir: Path, inputs: Path, opt: str, sanitize: bool, as_json: bool, 
         if result["first_mismatch"]:
             click.echo(f"first mismatch: {result['first_mismatch']}")
     sys.exit(0 if result["mismatches"] == 0 else 1)
+
+
+@main.command()
+@click.argument("build_dir", type=click.Path(path_type=Path))
+@click.option("--inputs", type=click.Path(path_type=Path),
+              help="Data (.npz) to run; default: the test vectors baked into the firmware.")
+@click.option("--opt", default="-O2", show_default=True, help="arm-none-eabi-gcc optimization flag.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def emulate(build_dir: Path, inputs, opt: str, as_json: bool):
+    """Build BUILD_DIR/firmware for its target, run it in qemu-system-arm and check every output bit.
+
+    Exits 0 only on a perfect match with the Python reference. Also measures instructions per
+    inference (SysTick under -icount) and the firmware's flash and RAM.
+    """
+    from .emulate import emulate as run_emulate
+
+    if opt not in ("-O0", "-O1", "-O2", "-O3", "-Os"):
+        raise UserError(f"--opt {opt}: use one of -O0, -O1, -O2, -O3, -Os")
+    result = run_emulate(build_dir, inputs, opt=opt)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(f"{result['samples']} samples on {result['machine']} ({result['target']}), "
+                   f"{result['mismatches']} mismatching; {result['instructions_per_inference']:,} instructions per "
+                   f"inference; firmware flash {result['flash_bytes']:,} B, RAM {result['ram_bytes']:,} B")
+        if result["first_mismatch"]:
+            click.echo(f"first mismatch: {result['first_mismatch']}")
+    sys.exit(0 if result["mismatches"] == 0 else 1)
+
+
+@main.command()
+@click.argument("build_dir", type=click.Path(path_type=Path))
+@click.option("--probe", required=True, type=click.Choice(["stlink", "openocd", "cubeprog"]),
+              help="Programmer: st-flash, OpenOCD (ST-LINK interface) or STM32CubeProgrammer.")
+@click.option("--dry-run", is_flag=True, help="Print the exact command and do nothing.")
+def flash(build_dir: Path, probe: str, dry_run: bool):
+    """Build BUILD_DIR/firmware for the board and program it through a probe, verifying the write."""
+    from .flash import flash as run_flash
+
+    cmd = run_flash(build_dir, probe, dry_run)
+    click.echo(cmd if dry_run else f"programmed and verified: {cmd}")
+
+
+@main.command()
+@click.argument("build_dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def report(build_dir: Path, as_json: bool):
+    """Footprint of BUILD_DIR's model on its target (flash, RAM, MACs) and its measured speed."""
+    from .report import format_report, report as run_report
+
+    r = run_report(build_dir)
+    click.echo(json.dumps(r) if as_json else format_report(r))
 
 
 def _save_npz(path: Path, **arrays) -> None:

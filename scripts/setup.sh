@@ -15,6 +15,23 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+# The ARM toolchain and QEMU (firmware builds, kd2mcu emulate, their tests). Optional without root:
+# the firmware tests then skip and say why.
+need_arm=()
+command -v arm-none-eabi-gcc >/dev/null 2>&1 || need_arm+=(gcc-arm-none-eabi)
+[ -e /usr/lib/arm-none-eabi/newlib/libc.a ] || [ -e /usr/lib/arm-none-eabi/lib/libc.a ] || need_arm+=(libnewlib-arm-none-eabi)
+command -v qemu-system-arm >/dev/null 2>&1 || need_arm+=(qemu-system-arm)
+command -v make >/dev/null 2>&1 || need_arm+=(make)
+if [ ${#need_arm[@]} -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+        echo "setup: installing ${need_arm[*]} (apt-get)"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_arm[@]}" >/dev/null
+    else
+        echo "setup: warning: ${need_arm[*]} missing and not root; firmware and emulator tests will skip." \
+             "Run 'sudo apt-get install -y ${need_arm[*]}' to enable them." >&2
+    fi
+fi
+
 python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' || {
     echo "setup: kd2mcu needs Python 3.10 or newer (found $(python3 --version 2>&1))" >&2; exit 2; }
 

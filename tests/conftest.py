@@ -1,6 +1,7 @@
 """Shared test helpers: where ../shared is, and a build folder made from an integer model."""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -19,6 +20,18 @@ def require_shared():
 def require_gcc():
     if shutil.which("gcc") is None:
         pytest.skip("gcc is not installed (scripts/setup.sh installs it)")
+
+
+def require_arm():
+    """The ARM toolchain and QEMU: skip (saying why) on a machine without them, but fail in CI,
+    where scripts/setup.sh installs them, so the emulator tests really run there."""
+    missing = [t for t in ("arm-none-eabi-gcc", "arm-none-eabi-size", "arm-none-eabi-nm", "qemu-system-arm", "make")
+               if shutil.which(t) is None]
+    if missing:
+        why = f"{', '.join(missing)} not installed (scripts/setup.sh installs them as root)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(why)
+        pytest.skip(why)
 
 
 def write_build(model, folder: Path, name: str = "kd2mcu_model") -> Path:

@@ -26,7 +26,7 @@ def feature_build(tmp_path_factory):
 
 
 def test_every_command_has_help():
-    for args in ([], ["build"], ["sim"]):
+    for args in ([], ["build"], ["sim"], ["emulate"], ["flash"], ["report"]):
         proc = kd2mcu(*args, "--help")
         assert proc.returncode == 0 and "Usage:" in proc.stdout, args
 

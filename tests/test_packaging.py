@@ -26,7 +26,9 @@ def wheel(tmp_path_factory):
 def test_wheel_contains_the_non_python_parts(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in ("kd2mcu/templates/model.c.j2", "kd2mcu/templates/model.h.j2", "kd2mcu/templates/kd2mcu_int8.h.j2",
-                     "kd2mcu/host_sim/harness.c", "kd2mcu/firmware/README.md", "kd2mcu/data/sigmoid_lut_u16.txt",
+                     "kd2mcu/host_sim/harness.c", "kd2mcu/firmware/README.md", "kd2mcu/firmware/Makefile",
+                     "kd2mcu/firmware/boards/stm32f405.json", "kd2mcu/firmware/src/startup.c",
+                     "kd2mcu/templates/firmware_main.c.j2", "kd2mcu/data/sigmoid_lut_u16.txt",
                      "kd2mcu/cli.py"):
         assert required in names, required
     assert not any(n.startswith(("tests/", "templates/", "host_sim/")) for n in names)

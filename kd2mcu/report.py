@@ -1,0 +1,108 @@
+"""``kd2mcu report DIR``: the model's footprint on the target and its measured speed.
+
+Flash and RAM come from compiling the model's C alone for the board with arm-none-eabi-gcc and
+reading its symbols (arm-none-eabi-nm): code, constants (weights, effective biases, the activation
+table), static buffers; the state is the size of the state struct; the stack from gcc's
+-fstack-usage. MACs are counted from the shapes. Instructions come from the last ``kd2mcu emulate``.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .buildfolder import MODEL_FILE, SRC_DIR, find_build, read_build_info
+from .emulate import EMULATE_FILE
+from .firmware import DEFAULT_BOARD, arm_tool, load_board
+from .intmodel import IntModel
+from .sim import model_name
+
+
+def macs(model: IntModel) -> dict:
+    per_step = sum(4 * layer.hidden_size * (layer.input_size + layer.hidden_size) * len(layer.directions)
+                   for layer in model.layers)
+    head = model.head.num_classes * int(model.head.weight.shape[1])
+    return {"macs_per_step": per_step, "head_macs": head,
+            "macs_per_inference_at_max_steps": per_step * model.max_steps + head}
+
+
+def footprint(build_dir: Path, opt: str = "-O2") -> dict:
+    d = Path(build_dir)
+    model = IntModel.load(d / MODEL_FILE)
+    name = model_name(d)
+    board = load_board(read_build_info(d).get("target", DEFAULT_BOARD))
+    gcc, nm = arm_tool("arm-none-eabi-gcc"), arm_tool("arm-none-eabi-nm")
+    with tempfile.TemporaryDirectory() as tmp:
+        obj = Path(tmp) / "model.o"
+        subprocess.run([gcc, *board.cpu_flags, "-std=c99", opt, "-ffunction-sections", "-fdata-sections",
+                        "-fstack-usage", "-I", str(d / SRC_DIR), "-c", str(d / SRC_DIR / f"{name}.c"), "-o", str(obj)],
+                       check=True, capture_output=True, cwd=tmp)
+        symbols = subprocess.run([nm, "-S", "--size-sort", str(obj)], capture_output=True, text=True,
+                                 check=True).stdout.splitlines()
+        frames = {}
+        for line in (Path(tmp) / "model.su").read_text().splitlines():
+            where, size, _ = line.split("\t")
+            frames[where.rsplit(":", 1)[-1]] = int(size)
+    sizes = {"code": 0, "constants": 0, "weights": 0, "static_ram": 0}
+    for line in symbols:
+        _, size, kind, _sym = line.split()
+        size = int(size, 16)
+        if kind in "tT":
+            sizes["code"] += size
+        elif kind in "rR":
+            sizes["constants"] += size
+            if _sym != "kd2mcu_sigmoid_lut":  # weights, embedding, effective biases
+                sizes["weights"] += size
+        elif kind in "bBdD":
+            sizes["static_ram"] += size
+    S = sum(model.state_sizes())
+    state = S + (S % 2) + 2 * S
+    steps = [v for k, v in frames.items() if k.endswith("_step")]
+    stack = frames.get(f"{name}_run", 0) + max(steps + [frames.get(f"{name}_head", 0)])
+    out = {
+        "target": board.name, "compiler_flags": " ".join(board.cpu_flags) + f" {opt}",
+        "flash_code_bytes": sizes["code"], "flash_constant_bytes": sizes["constants"],
+        "flash_weight_bytes": sizes["weights"], "flash_total_bytes": sizes["code"] + sizes["constants"],
+        "ram_state_bytes": state, "ram_static_buffer_bytes": sizes["static_ram"], "ram_stack_bytes": stack,
+        "ram_total_bytes": state + sizes["static_ram"] + stack,
+        **macs(model), "max_steps": model.max_steps,
+    }
+    emu = d / EMULATE_FILE
+    if emu.is_file():
+        e = json.loads(emu.read_text())
+        out.update({k: e[k] for k in ("instructions_per_inference", "instructions_per_step", "measured_by",
+                                      "samples", "mismatches") if k in e})
+        mean_steps = e["instructions_per_inference"] / max(e["instructions_per_step"], 1e-9)
+        out["instructions_per_mac"] = round(e["instructions_per_inference"] /
+                                            (out["macs_per_step"] * mean_steps + out["head_macs"]), 2)
+    return out
+
+
+def format_report(r: dict) -> str:
+    rows = [
+        ("target", f"{r['target']} ({r['compiler_flags']})"),
+        ("flash: code", f"{r['flash_code_bytes']:,} B"),
+        ("flash: weights + biases", f"{r['flash_weight_bytes']:,} B"),
+        ("flash: all constants (with the activation table)", f"{r['flash_constant_bytes']:,} B"),
+        ("flash: model total", f"{r['flash_total_bytes']:,} B"),
+        ("RAM: state (h, c)", f"{r['ram_state_bytes']:,} B"),
+        ("RAM: static sequence buffer", f"{r['ram_static_buffer_bytes']:,} B"),
+        ("RAM: stack (gcc -fstack-usage)", f"{r['ram_stack_bytes']:,} B"),
+        ("RAM: model total", f"{r['ram_total_bytes']:,} B"),
+        ("MACs per time step", f"{r['macs_per_step']:,}"),
+        (f"MACs per inference ({r['max_steps']} steps)", f"{r['macs_per_inference_at_max_steps']:,}"),
+    ]
+    if "instructions_per_inference" in r:
+        rows += [("instructions per inference (last emulate)", f"{r['instructions_per_inference']:,}"),
+                 ("instructions per time step", f"{r['instructions_per_step']:,}"),
+                 ("instructions per MAC", f"{r['instructions_per_mac']}"),
+                 ("measured by", r["measured_by"])]
+    else:
+        rows.append(("instructions", "not measured yet: run kd2mcu emulate DIR"))
+    width = max(len(a) for a, _ in rows)
+    return "\n".join(f"{a:<{width}}  {b}" for a, b in rows)
+
+
+def report(build_dir) -> dict:
+    return footprint(find_build(build_dir))
