@@ -30,6 +30,45 @@ def main():
 
 
 @main.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              help="TOML file with any of the settings (kd2mcu train --show-config prints them all).")
+@click.option("--dataset", help="Bundled dataset: basic_motions (default), japanese_vowels, chinese_reviews.")
+@click.option("--data", type=click.Path(path_type=Path), help="Your training data (.npz or .csv) instead.")
+@click.option("--test", type=click.Path(path_type=Path), help="Your test data (.npz or .csv).")
+@click.option("--out", type=click.Path(path_type=Path), help="Run folder to write.")
+@click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
+@click.option("--seed", type=int, help="Seed of the student, the split and the baseline.")
+@click.option("--baseline", is_flag=True, help="Also train the same student without the teacher.")
+@click.option("--teacher", type=click.Choice(["transformer", "pretrained", "onnx", "logits"]),
+              help="Teacher kind (default: a transformer trained here).")
+@click.option("--teacher-path", type=click.Path(path_type=Path),
+              help="pretrained: model folder; onnx: .onnx file; logits: .npz of teacher logits.")
+@click.option("--set", "settings", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override one setting, e.g. --set distill.alpha=0.5 (repeatable).")
+@click.option("--show-config", is_flag=True, help="Print the resolved configuration as TOML and exit.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def train(config_path, dataset, data, test, out, force, seed, baseline, teacher, teacher_path, settings,
+          show_config, quiet):
+    """Train a teacher and distill it into a TinyLSTM student; write the run folder OUT.
+
+    OUT holds the student (student.pt, student.onnx), the teacher, the adapter, the data
+    normalization or vocabulary, metrics.json and plots. Then: kd2mcu build OUT/student.onnx
+    --calib OUT/calib.npz --out BUILD.
+    """
+    from . import config as config_mod
+    from .train import resolve_config, summary, train as run_train
+
+    cfg = resolve_config(config_path, dataset, data, test, seed, baseline, teacher, teacher_path, settings)
+    if show_config:
+        click.echo(config_mod.to_toml(cfg), nl=False)
+        return
+    if out is None:
+        raise UserError("--out is required: the run folder to write")
+    metrics = run_train(cfg, out, force, quiet)
+    click.echo(f"trained {out}: {summary(metrics)}")
+
+
+@main.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--calib", type=click.Path(path_type=Path),
               help="Calibration data (.npz with x, optional lengths) for a float ONNX model.")

@@ -1,0 +1,66 @@
+"""The one training loop every stage uses: AdamW, a cosine learning rate over the stage, gradient
+clipping, seeded batch order, a progress bar, and a per-epoch history for the plots.
+
+Each epoch ends with ``evaluate()`` (validation accuracy, or None); the weights of the best epoch
+(highest validation accuracy, the later one on a tie) are restored at the end of the stage.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+
+def batches(n: int, batch_size: int, rng: np.random.Generator):
+    order = rng.permutation(n)
+    for start in range(0, n, batch_size):
+        yield order[start:start + batch_size]
+
+
+def run_stage(name: str, modules: list[torch.nn.Module], step_loss: Callable[[np.ndarray, int], torch.Tensor],
+              n: int, *, epochs: int, lr: float, weight_decay: float, batch_size: int, grad_clip: float,
+              seed: int, evaluate: Optional[Callable[[], Optional[float]]] = None, quiet: bool = False) -> dict:
+    """Train ``modules`` for ``epochs``; ``step_loss(batch_indices, epoch)`` returns the loss of one batch.
+
+    Returns the history: per epoch the mean training loss and the validation accuracy.
+    """
+    history = {"stage": name, "loss": [], "val_accuracy": []}
+    if epochs == 0:
+        return history
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = math.ceil(n / batch_size)
+    total = max(epochs * steps_per_epoch, 1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1.0 + math.cos(math.pi * min(k, total) / total)))
+    rng = np.random.default_rng(seed)
+    best, best_acc = None, -1.0
+    bar = tqdm(range(epochs), desc=name, unit="epoch", leave=False, disable=quiet, dynamic_ncols=True)
+    for epoch in bar:
+        for m in modules:
+            m.train()
+        losses = []
+        for idx in batches(n, batch_size, rng):
+            loss = step_loss(idx, epoch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+        for m in modules:
+            m.eval()
+        acc = evaluate() if evaluate is not None else None
+        history["loss"].append(float(np.mean(losses)))
+        history["val_accuracy"].append(acc)
+        if acc is not None and acc >= best_acc:
+            best_acc, best = acc, [copy.deepcopy(m.state_dict()) for m in modules]
+        bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", **({} if acc is None else {"val_acc": f"{acc:.3f}"}))
+    if best is not None:
+        for m, state in zip(modules, best):
+            m.load_state_dict(state)
+        history["best_epoch"] = int(max(i for i, a in enumerate(history["val_accuracy"]) if a == best_acc))
+    return history

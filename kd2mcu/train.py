@@ -1,0 +1,223 @@
+"""``kd2mcu train``: data -> teacher -> TinyLSTM student by distillation -> a run folder.
+
+The run folder (written atomically, like a build folder):
+- ``config.toml``: the resolved configuration (``kd2mcu train --config RUN/config.toml`` repeats it);
+- ``data.json``: classes, feature normalization (fitted on the training split) or the character
+  vocabulary, sequence length, split sizes: what the firmware needs to prepare its input;
+- ``teacher.pt`` (a transformer teacher's weights), ``teacher.json`` (what the teacher is);
+- ``student.pt`` (TinyLSTM), ``adapter.pt`` (the alignment adapters), ``student.onnx`` (the float
+  student as standard ONNX, which ``kd2mcu build`` quantizes);
+- ``calib.npz`` and ``test.npz``: the normalized training and test splits in kd2mcu's data format
+  (``kd2mcu build RUN/student.onnx --calib RUN/calib.npz``, ``kd2mcu sim BUILD --inputs RUN/test.npz``);
+- ``metrics.json``; ``curves.png`` (loss and validation accuracy per stage) and ``confusion.png``.
+
+Teacher outputs are cached under ``$KD2MCU_CACHE`` (default ``~/.cache/kd2mcu``; ``off`` disables),
+keyed by the data and the teacher's settings.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from . import config as config_mod
+from .buildfolder import staged_folder, write_json
+from .datasets import TaskData, load_task
+from .errors import UserError
+
+RUN_FILES = ("config.toml", "data.json", "student.pt", "student.onnx", "metrics.json")
+
+
+def cache_dir() -> Optional[Path]:
+    value = os.environ.get("KD2MCU_CACHE", "")
+    if value.lower() == "off":
+        return None
+    return Path(value) if value else Path.home() / ".cache" / "kd2mcu"
+
+
+def load_task_for(cfg: dict) -> TaskData:
+    d = cfg["data"]
+    if d["train_file"]:
+        return load_task(data=d["train_file"], test=d["test_file"] or None, seed=cfg["run"]["seed"],
+                         val_fraction=d["val_fraction"], max_len=d["max_len"] or None, max_vocab=d["max_vocab"])
+    if d["test_file"]:
+        raise UserError("[data] test_file (--test) needs train_file (--data)")
+    return load_task(dataset=d["dataset"], seed=cfg["run"]["seed"], val_fraction=d["val_fraction"],
+                     max_len=d["max_len"] or None, max_vocab=d["max_vocab"], subset=d["subset"] or None)
+
+
+def get_teacher(task: TaskData, cfg: dict, quiet: bool):
+    """(TeacherOutputs, the teacher's weights to keep or None), from the cache when it has them."""
+    from . import teacher as T
+
+    tcfg = cfg["teacher"]
+    kind = tcfg["kind"]
+    if kind == "logits":
+        return T.read_logits(task, tcfg["path"], test_in_train_file=not cfg["data"]["test_file"]), None
+    if kind == "onnx":
+        return T.run_onnx(task, tcfg["path"]), None
+    layers = [int(v) for v in cfg["distill"]["align_layers"]]
+    depth = tcfg["depth"] if kind == "transformer" else None
+    if kind == "transformer":
+        layers = layers or T.default_align_layers(depth)
+        if max(layers) > depth:
+            raise UserError(f"[distill] align_layers {layers}: the teacher has {depth} layers")
+    root = cache_dir()
+    key = T.cache_key(task, tcfg, layers)
+    entry = root / "teachers" / key if root else None
+    if entry is not None and (entry / "outputs.npz").is_file():
+        weights = entry / "teacher.pt"
+        return T.load_outputs(entry / "outputs.npz"), (weights if weights.is_file() else None)
+    import torch
+
+    if kind == "transformer":
+        model, outputs = T.train_transformer(task, tcfg, layers, quiet)
+    else:
+        from .teacher_hf import finetune
+
+        model, outputs = finetune(task, tcfg, layers, quiet)
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"kd2mcu-teacher-{os.getpid()}.pt"
+    torch.save({"kind": kind, "shape": getattr(model, "shape", None), "state": model.state_dict()}, tmp)
+    if entry is None:
+        return outputs, tmp
+    stage = entry.parent / f".{key}.tmp-{os.getpid()}"
+    stage.mkdir(parents=True, exist_ok=True)
+    T.save_outputs(outputs, stage / "outputs.npz")
+    shutil.move(str(tmp), stage / "teacher.pt")
+    if entry.exists():
+        shutil.rmtree(stage)
+    else:
+        os.replace(stage, entry)
+    return outputs, entry / "teacher.pt"
+
+
+def train(cfg: dict, out: Path, force: bool = False, quiet: bool = False) -> dict:
+    """Run every stage and write the run folder; returns the metrics."""
+    import torch
+
+    from . import distill, plots, student as student_mod
+
+    out = Path(out)
+    from .buildfolder import check_output
+
+    check_output(out, force)  # refuse before any work is done
+    torch.set_num_threads(cfg["run"]["threads"])
+    torch.use_deterministic_algorithms(True)
+    seed = cfg["run"]["seed"]
+    t0 = time.time()
+    task = load_task_for(cfg)
+    if task.kind != "text" and cfg["teacher"]["kind"] == "pretrained":
+        raise UserError("[teacher] kind = pretrained is for text datasets; use the transformer teacher for sensor data")
+    teacher, teacher_weights = get_teacher(task, cfg, quiet)
+    if teacher.per_step and teacher.hidden and teacher.hidden[0].shape[1] != task.max_len:
+        raise UserError(f"the teacher's hidden states have {teacher.hidden[0].shape[1]} steps, the data "
+                        f"{task.max_len}: give pooled [N, D] states instead")
+    t_teacher = time.time() - t0
+
+    dcfg = cfg["distill"]
+    student = distill.build_student(task, cfg["student"], seed)
+    adapters = distill.make_adapters(teacher, student, dcfg["beta"])
+    histories = [dict(h, run="teacher") for h in teacher.history]
+    h1 = distill.train_hard(student, task, dcfg, dcfg["warmup_epochs"], seed, "warm-up", quiet)
+    h2 = distill.train_distill(student, adapters, task, teacher, dcfg, seed + 1, quiet)
+    histories += [dict(h1, run="student"), dict(h2, run="student")]
+    t_student = time.time() - t0 - t_teacher
+
+    baseline = None
+    if cfg["run"]["baseline"]:
+        baseline = distill.build_student(task, cfg["student"], seed)
+        hb = distill.train_hard(baseline, task, dcfg, dcfg["warmup_epochs"] + dcfg["epochs"], seed, "baseline", quiet)
+        histories.append(dict(hb, run="baseline (no teacher)"))
+
+    test_pred = distill.predict(student, task.x_test, task.len_test).argmax(1)
+    metrics = {
+        "dataset": task.name, "kind": task.kind, "classes": len(task.classes),
+        "samples": {"train": len(task.y_train), "val": len(task.y_val), "test": len(task.y_test)},
+        "teacher": teacher.description,
+        "teacher_accuracy": teacher.accuracy("test", task.y_test),
+        "teacher_val_accuracy": teacher.accuracy("val", task.y_val),
+        "student_accuracy": float(np.mean(test_pred == task.y_test)),
+        "student_val_accuracy": distill.accuracy(student, task.x_val, task.len_val, task.y_val),
+        "student_params": student.num_params(),
+        "teacher_params": teacher.params or None,
+        "seed": seed,
+        "seconds": {"teacher": round(t_teacher, 1), "student": round(t_student, 1)},
+    }
+    if baseline is not None:
+        metrics["baseline_accuracy"] = distill.accuracy(baseline, task.x_test, task.len_test, task.y_test)
+
+    with staged_folder(out, force) as stage:
+        (stage / "config.toml").write_text(config_mod.to_toml(cfg))
+        write_json(stage / "data.json", task.to_json())
+        write_json(stage / "teacher.json", {"kind": cfg["teacher"]["kind"], "description": teacher.description,
+                                            "params": teacher.params, "aligned_layers": teacher.layers,
+                                            "alignment": "per time step" if teacher.per_step else "pooled"})
+        if teacher_weights is not None:
+            shutil.copyfile(teacher_weights, stage / "teacher.pt")
+        student_mod.save(student, stage / "student.pt")
+        torch.save([a.state_dict() for a in adapters], stage / "adapter.pt")
+        example = torch.from_numpy(task.x_train[:1])
+        student_mod.export_onnx(student, example, stage / "student.onnx")
+        np.savez(stage / "calib.npz", x=task.x_train, y=task.y_train, lengths=task.len_train)
+        np.savez(stage / "test.npz", x=task.x_test, y=task.y_test, lengths=task.len_test)
+        write_json(stage / "metrics.json", metrics)
+        plots.curves(histories, stage / "curves.png", f"kd2mcu train: {task.name}")
+        plots.confusion(task.y_test, test_pred, task.classes, stage / "confusion.png",
+                        f"student on the test split ({metrics['student_accuracy']:.1%})")
+    if teacher_weights is not None and teacher_weights.parent == Path(os.environ.get("TMPDIR", "/tmp")):
+        teacher_weights.unlink(missing_ok=True)
+    return metrics
+
+
+def resolve_config(config_path, dataset=None, data=None, test=None, seed=None, baseline=False,
+                   teacher=None, teacher_path=None, settings: tuple = ()) -> dict:
+    """The config file's settings overridden by command-line flags, checked."""
+    cfg = config_mod.load(config_path)
+    overrides: dict = {}
+
+    def put(section, key, value):
+        overrides.setdefault(section, {})[key] = value
+
+    if dataset is not None and data is not None:
+        raise UserError("give either --dataset or --data (and --test), not both")
+    if test is not None and data is None:
+        raise UserError("--test needs --data (your training file)")
+    if dataset is not None:
+        put("data", "dataset", dataset)
+        put("data", "train_file", "")
+        put("data", "test_file", "")
+    if data is not None:
+        put("data", "train_file", str(data))
+        put("data", "test_file", "" if test is None else str(test))
+    if seed is not None:
+        put("run", "seed", seed)
+    if baseline:
+        put("run", "baseline", True)
+    if teacher is not None:
+        put("teacher", "kind", teacher)
+    if teacher_path is not None:
+        put("teacher", "path", str(teacher_path))
+    for text in settings:
+        section, key, value = config_mod.parse_assignment(text)
+        put(section, key, value)
+    cfg = config_mod.merge(cfg, overrides, "command line")
+    return config_mod.validate(cfg, "configuration")
+
+
+def summary(metrics: dict) -> str:
+    def pct(v):
+        return "n/a" if v is None else f"{v:.1%}"
+
+    line = (f"{metrics['dataset']}: teacher {pct(metrics['teacher_accuracy'])}"
+            f" ({metrics['teacher_params'] or '?'} params), student {pct(metrics['student_accuracy'])}"
+            f" ({metrics['student_params']} params)")
+    if "baseline_accuracy" in metrics:
+        line += f", same student without the teacher {pct(metrics['baseline_accuracy'])}"
+    return line + " (test split)"
+
+

@@ -1,0 +1,201 @@
+"""``kd2mcu train``: real data, a real teacher, distillation into TinyLSTM; the run folder builds into
+bit-exact C; bad input is refused in one line without touching anything."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from clitools import assert_user_error, kd2mcu, snapshot  # noqa: E402
+from kd2mcu import config as config_mod  # noqa: E402
+from kd2mcu.distill import kd_loss, masked_mse, temperature_at  # noqa: E402
+
+# A short run of the default pipeline (BasicMotions, transformer teacher, TinyLSTM 32).
+QUICK = ["--set", "teacher.epochs=25", "--set", "distill.warmup_epochs=5", "--set", "distill.epochs=25"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory, ):
+    return tmp_path_factory.mktemp("cache")
+
+
+def train(out, *args, cache_dir=None):
+    import os
+
+    old = os.environ.get("KD2MCU_CACHE")
+    os.environ["KD2MCU_CACHE"] = str(cache_dir) if cache_dir else "off"
+    try:
+        return kd2mcu("train", "--out", out, "--quiet", *args)
+    finally:
+        if old is None:
+            del os.environ["KD2MCU_CACHE"]
+        else:
+            os.environ["KD2MCU_CACHE"] = old
+
+
+@pytest.fixture(scope="module")
+def basic_run(tmp_path_factory, cache):
+    out = tmp_path_factory.mktemp("runs") / "bm"
+    proc = train(out, *QUICK, "--baseline", cache_dir=cache)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_run_folder_holds_everything(basic_run):
+    for name in ("config.toml", "data.json", "teacher.json", "teacher.pt", "student.pt", "adapter.pt", "student.onnx",
+                 "calib.npz", "test.npz", "metrics.json", "curves.png", "confusion.png"):
+        assert (basic_run / name).is_file(), name
+    m = json.loads((basic_run / "metrics.json").read_text())
+    for key in ("teacher_accuracy", "student_accuracy", "student_params", "teacher_params", "baseline_accuracy"):
+        assert m[key] is not None, key
+    # held-out accuracy on the 40 BasicMotions test sequences
+    assert m["teacher_accuracy"] >= 0.8 and m["student_accuracy"] >= 0.8, m
+    assert m["teacher_params"] > 10 * m["student_params"]
+    assert m["student_params"] == 4 * 32 * (6 + 32 + 2) + 32 * 4 + 4
+    data = json.loads((basic_run / "data.json").read_text())
+    assert len(data["normalization"]["mean"]) == 6 and len(data["classes"]) == 4
+    assert (basic_run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    # the written config repeats the run's settings
+    cfg = config_mod.load(basic_run / "config.toml")
+    assert cfg["teacher"]["epochs"] == 25 and cfg["run"]["baseline"] is True
+
+
+def test_same_seed_same_metrics(basic_run, tmp_path, cache):
+    proc = train(tmp_path / "again", *QUICK, "--baseline", cache_dir=cache)
+    assert proc.returncode == 0, proc.stderr
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (basic_run, tmp_path / "again"))
+    a.pop("seconds"), b.pop("seconds")
+    assert a == b
+    sa = torch.load(basic_run / "student.pt", weights_only=True)["state"]
+    sb = torch.load(tmp_path / "again" / "student.pt", weights_only=True)["state"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_cached_teacher_equals_a_fresh_one(basic_run, tmp_path):
+    """The cache only saves time: without it the teacher is retrained and gives the same metrics."""
+    proc = train(tmp_path / "fresh", *QUICK, "--baseline")
+    assert proc.returncode == 0, proc.stderr
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (basic_run, tmp_path / "fresh"))
+    assert a["teacher_accuracy"] == b["teacher_accuracy"] and a["student_accuracy"] == b["student_accuracy"]
+
+
+def test_run_builds_into_bit_exact_c(basic_run, tmp_path):
+    proc = kd2mcu("build", basic_run / "student.onnx", "--calib", basic_run / "calib.npz", "--out", tmp_path / "b")
+    assert proc.returncode == 0, proc.stderr
+    proc = kd2mcu("sim", tmp_path / "b", "--inputs", basic_run / "test.npz", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    r = json.loads(proc.stdout)
+    m = json.loads((basic_run / "metrics.json").read_text())
+    assert r["mismatches"] == 0
+    assert r["accuracy"] >= m["student_accuracy"] - 0.05
+
+
+def test_text_path_with_the_local_transformer_teacher(tmp_path, cache):
+    proc = train(tmp_path / "text", "--dataset", "chinese_reviews", "--set", "data.subset=2000",
+                 "--set", "data.max_len=48", "--set", "teacher.epochs=10", "--set", "distill.warmup_epochs=3",
+                 "--set", "distill.epochs=10", "--set", "distill.batch_size=32", cache_dir=cache)
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads((tmp_path / "text" / "metrics.json").read_text())
+    assert m["kind"] == "text" and m["classes"] == 2 and m["samples"]["test"] == 400
+    # 1,360 training texts, 10 epochs: well above chance (0.5) on 400 held-out reviews, far from the full set's best
+    assert m["teacher_accuracy"] >= 0.65 and m["student_accuracy"] >= 0.62, m
+    data = json.loads((tmp_path / "text" / "data.json").read_text())
+    assert data["vocab"][:2] == ["<pad>", "<oov>"]
+    proc = kd2mcu("build", tmp_path / "text" / "student.onnx", "--calib", tmp_path / "text" / "calib.npz",
+                  "--out", tmp_path / "b")
+    assert proc.returncode == 0, proc.stderr
+    proc = kd2mcu("sim", tmp_path / "b", "--inputs", tmp_path / "text" / "test.npz", "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["mismatches"] == 0, proc.stdout + proc.stderr
+
+
+def test_precomputed_logits_teacher_on_user_data(tmp_path):
+    """Soft labels brought from elsewhere: the logits file follows the --data file's sample order."""
+    rng = np.random.default_rng(3)
+    n, T, F = 120, 20, 3
+    y = rng.integers(0, 3, n)
+    x = rng.normal(0, 1, (n, T, F)).astype(np.float32)
+    x[np.arange(n), :, y % F] += 1.5  # the class lifts one channel
+    np.savez(tmp_path / "train.npz", x=x[:90], y=y[:90])
+    np.savez(tmp_path / "test.npz", x=x[90:], y=y[90:])
+    logits = np.eye(3, dtype=np.float32)[y[:90]] * 4.0
+    np.savez(tmp_path / "logits.npz", train=logits)
+    proc = train(tmp_path / "run", "--data", tmp_path / "train.npz", "--test", tmp_path / "test.npz",
+                 "--teacher", "logits", "--teacher-path", tmp_path / "logits.npz", "--set", "distill.epochs=20",
+                 "--set", "student.hidden=8")
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["teacher_val_accuracy"] == 1.0  # the logits were the labels, rows matched to the val carve-out
+    assert m["student_accuracy"] >= 0.8
+    np.savez(tmp_path / "short.npz", train=logits[:10])
+    assert_user_error(train(tmp_path / "bad", "--data", tmp_path / "train.npz", "--teacher", "logits",
+                            "--teacher-path", tmp_path / "short.npz"), "short.npz", "[90, 3]")
+
+
+def test_kd_loss_is_the_formula():
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(16, 5, generator=g), torch.randn(16, 5, generator=g)
+    y = torch.randint(0, 5, (16,), generator=g)
+    for T, alpha in ((1.0, 0.0), (4.0, 0.7), (2.5, 1.0)):
+        p = torch.softmax(t / T, 1)
+        kl = (p * (torch.log(p) - torch.log_softmax(s / T, 1))).sum(1).mean()
+        ce = -torch.log_softmax(s, 1)[torch.arange(16), y].mean()
+        want = alpha * T * T * kl + (1 - alpha) * ce
+        assert math.isclose(float(kd_loss(s, t, y, T, alpha)), float(want), rel_tol=1e-5)
+    a, b = torch.randn(2, 4, 3, generator=g), torch.randn(2, 4, 3, generator=g)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    want = float(((a - b) ** 2)[mask].mean())
+    assert math.isclose(float(masked_mse(a, b, mask)), want, rel_tol=1e-6)
+    assert [temperature_at(e, 9, 4.0, [5, 3, 1]) for e in range(9)] == [5, 5, 5, 3, 3, 3, 1, 1, 1]
+    assert temperature_at(7, 9, 4.0, []) == 4.0
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--dataset", "mnist"], ["unknown dataset", "mnist", "basic_motions"]),
+    (["--set", "distill.alpah=0.5"], ["alpah", "valid keys", "alpha", "temperature"]),
+    (["--set", "student.hidden=512"], ["hidden", "8..128"]),
+    (["--set", "student.hidden=abc"], ["hidden", "integer"]),
+    (["--data", "nothing.npz"], ["nothing.npz"]),
+    (["--teacher", "onnx"], ["path"]),
+])
+def test_refusals_are_one_line_and_touch_nothing(args, words, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    before = snapshot(out)
+    assert_user_error(train(out, "--force", *args), *words)
+    assert snapshot(out) == before
+
+
+def test_bad_data_files_are_refused(tmp_path):
+    np.savez(tmp_path / "float_y.npz", x=np.zeros((4, 5, 2), np.float32), y=np.array([0.0, 1.0, 0.5, 1.0]))
+    np.savez(tmp_path / "short_y.npz", x=np.zeros((4, 5, 2), np.float32), y=np.array([0, 1, 1]))
+    nan = np.zeros((4, 5, 2), np.float32)
+    nan[2, 3, 1] = np.nan
+    np.savez(tmp_path / "nan.npz", x=nan, y=np.array([0, 1, 0, 1]))
+    np.savez(tmp_path / "empty.npz", x=np.zeros((0, 5, 2), np.float32), y=np.zeros(0, np.int64))
+    np.savez(tmp_path / "ok.npz", x=np.zeros((4, 5, 2), np.float32), y=np.array([0, 1, 0, 1]))
+    cases = [("float_y.npz", ["float_y.npz", "integer"]), ("short_y.npz", ["4 samples", "3"]),
+             ("nan.npz", ["nan", "sample 2"]), ("empty.npz", ["empty"])]
+    for name, words in cases:
+        assert_user_error(train(tmp_path / "run", "--data", tmp_path / "ok.npz", "--test", tmp_path / name), *words)
+        assert not (tmp_path / "run").exists()
+    (tmp_path / "cfg.toml").write_text("[distill]\nalpha = 0.5\nbogus = 1\n")
+    assert_user_error(kd2mcu("train", "--config", tmp_path / "cfg.toml", "--out", tmp_path / "run"),
+                      "bogus", "valid keys", "warmup_epochs")
+    (tmp_path / "cfg2.toml").write_text("[studnet]\nhidden = 16\n")
+    assert_user_error(kd2mcu("train", "--config", tmp_path / "cfg2.toml", "--out", tmp_path / "run"),
+                      "studnet", "valid sections", "student")
+
+
+def test_show_config_lists_every_setting():
+    proc = kd2mcu("train", "--show-config", "--set", "distill.temperature_schedule=[5.0, 3.0, 1.0]")
+    assert proc.returncode == 0, proc.stderr
+    for section, keys in config_mod.DEFAULTS.items():
+        assert f"[{section}]" in proc.stdout
+        for key in keys:
+            assert f"\n{key} = " in proc.stdout
+    assert "temperature_schedule = [5.0, 3.0, 1.0]" in proc.stdout
