@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
-# The main job: a float LSTM classifier trained on the bundled BasicMotions dataset, exported to
-# ONNX, quantized to int8 C by kd2mcu, verified bit for bit by the host simulator and, built for
-# the STM32F405, in QEMU.
-# Output: runs/basic_motions/ (data, model.onnx, build/ with the generated sources).
+# The main job on the bundled default dataset (BasicMotions, 6-axis motion, shipped inside aeon):
+#   1. kd2mcu train: a transformer teacher trained here, distilled into a TinyLSTM student;
+#   2. kd2mcu build: the student quantized to int8 and generated as C, plus an STM32F405 firmware project;
+#   3. kd2mcu sim: the C, compiled with gcc, checked bit for bit against the Python integer reference
+#      on the held-out test split;
+#   4. kd2mcu emulate: the firmware, cross-compiled, run in QEMU and checked the same way; kd2mcu report.
+# Output: runs/default/ (the run folder) and runs/default/build/ (sources and firmware project).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=${1:-runs/basic_motions}
-mkdir -p "$OUT"
-.venv/bin/python scripts/float_baseline.py --out "$OUT"
-.venv/bin/kd2mcu build "$OUT/model.onnx" --calib "$OUT/train.npz" --out "$OUT/build" --force
-.venv/bin/kd2mcu sim "$OUT/build" --inputs "$OUT/test.npz" --save "$OUT/test_logits.npz"
+OUT=${1:-runs/default}
+KD=.venv/bin/kd2mcu
+$KD train --out "$OUT" --force --baseline
+$KD build "$OUT/student.onnx" --calib "$OUT/calib.npz" --out "$OUT/build" --force
+$KD sim "$OUT/build" --inputs "$OUT/test.npz" --save "$OUT/test_logits.npz"
 if command -v arm-none-eabi-gcc >/dev/null && command -v qemu-system-arm >/dev/null; then
-    .venv/bin/kd2mcu emulate "$OUT/build" --inputs "$OUT/test.npz"
-    .venv/bin/kd2mcu report "$OUT/build"
+    $KD emulate "$OUT/build" --inputs "$OUT/test.npz"
+    $KD report "$OUT/build"
 else
     echo "main: arm-none-eabi-gcc or qemu-system-arm missing (scripts/setup.sh installs them as root): firmware not emulated"
 fi
-echo "main: verified sources in $OUT/build/src, STM32 firmware project in $OUT/build/firmware"
+echo "main: run folder $OUT (metrics.json, curves.png, confusion.png); verified sources in $OUT/build/src;" \
+     "STM32 firmware project in $OUT/build/firmware"
