@@ -28,7 +28,7 @@ def macs(model: IntModel) -> dict:
 
 
 def footprint(build_dir: Path, opt: str = "-O2") -> dict:
-    d = Path(build_dir)
+    d = Path(build_dir).resolve()  # the compiler runs in a temporary folder
     model = IntModel.load(d / MODEL_FILE)
     name = model_name(d)
     board = load_board(read_build_info(d).get("target", DEFAULT_BOARD))

@@ -93,7 +93,7 @@ def test_default_vectors_and_cli_json(tmp_path):
     weights = 4 * 32 * (6 + 32) + 2 * 4 * 32 * 4 + 4 * 32 + 4 * 4  # int8 weights, int32 biases, head
     assert weights - 4 * 4 <= report["flash_weight_bytes"] <= weights  # the head bias may fold into code
     assert report["ram_state_bytes"] == 32 + 2 * 32 and report["ram_static_buffer_bytes"] == 0
-    text = kd2mcu("report", tmp_path / "b").stdout
+    text = kd2mcu("report", "b", cwd=tmp_path).stdout  # a relative build path, as the main job gives
     assert "instructions per MAC" in text and "flash: code" in text
 
 
