@@ -55,7 +55,9 @@ def quantize_data(model: IntModel, data: Dataset) -> np.ndarray:
 
 def build_from_onnx(onnx_path: Path, calib_path: Path, out: Path, force: bool, name: str,
                     max_steps: Optional[int] = None, tol: float = 1e-4,
-                    target: str = firmware.DEFAULT_BOARD) -> dict:
+                    target: str = firmware.DEFAULT_BOARD, vectors_from: Optional[Dataset] = None) -> dict:
+    """Post-training quantization of a float ONNX model on ``calib_path``; the firmware's test vectors come
+    from ``vectors_from`` (a held-out split) or else from the calibration data."""
     from .onnx_import import import_onnx
 
     codegen.check_c_name(name)
@@ -79,9 +81,35 @@ def build_from_onnx(onnx_path: Path, calib_path: Path, out: Path, force: bool, n
         "calibration": {"file": str(calib_path), "sha256": _sha256(calib_path), "samples": data.n},
         "import_max_abs_diff_vs_onnxruntime": imp.max_abs_diff, "quantization": report,
     }
+    _write(model, info, out, force, name, board, _vectors(model, vectors_from or data))
+    return info
+
+
+def _vectors(model: IntModel, data: Dataset):
+    """The first samples of ``data`` as the firmware's test vectors (x_q, lengths)."""
     k = min(firmware.DEFAULT_VECTORS, data.n)
-    vectors = (quantize_data(model, data)[:k], None if data.lengths is None else data.lengths[:k])
-    _write(model, info, out, force, name, board, vectors)
+    return quantize_data(model, data)[:k], None if data.lengths is None else data.lengths[:k]
+
+
+def build_from_run(run: Path, out: Path, force: bool, name: str, target: str = firmware.DEFAULT_BOARD) -> dict:
+    """A training run's student: its integer model from quantization-aware training when the run has one
+    (no second calibration), else post-training quantization of student.onnx on the run's training split.
+    The firmware's test vectors come from the run's held-out test split."""
+    run = Path(run)
+    if not (run / "student.onnx").is_file() or not (run / "test.npz").is_file():
+        raise UserError(f"{run} is not a kd2mcu training run (no student.onnx / test.npz): run kd2mcu train first")
+    test = load_npz(run / "test.npz", "the run's test split")
+    if not (run / MODEL_FILE).is_file():
+        return build_from_onnx(run / "student.onnx", run / "calib.npz", out, force, name, target=target,
+                               vectors_from=test)
+    codegen.check_c_name(name)
+    board = firmware.load_board(target)
+    check_output(out, force)
+    model = IntModel.load(run / MODEL_FILE)
+    info = {"kd2mcu_version": __version__, "name": name, "source": str(run / MODEL_FILE),
+            "source_sha256": _sha256(run / MODEL_FILE),
+            "quantization": {"method": "quantization-aware training (the run's integer model)"}}
+    _write(model, info, out, force, name, board, _vectors(model, test))
     return info
 
 
@@ -113,3 +141,19 @@ def _write(model: IntModel, info: dict, out: Path, force: bool, name: str,
         codegen.write_sources(model, name, stage / SRC_DIR)
         firmware.write_project(model, name, board, stage / SRC_DIR, stage / firmware.FIRMWARE_DIR, *vectors)
         write_json(stage / BUILD_FILE, info)
+
+
+def build_from_checkpoint(checkpoint: Path, calib_path: Path, out: Path, force: bool, name: str,
+                          max_steps: Optional[int] = None, target: str = firmware.DEFAULT_BOARD) -> dict:
+    """A TinyLSTM checkpoint (student.pt): exported to ONNX, then quantized post-training on ``calib_path``."""
+    import tempfile
+
+    from .student import example_input, export_onnx, load as load_student
+
+    if not Path(checkpoint).is_file():
+        raise UserError(f"{checkpoint}: no such student checkpoint")
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = Path(tmp) / f"{Path(checkpoint).stem}.onnx"
+        student = load_student(checkpoint)
+        export_onnx(student, example_input(student), onnx_path)
+        return build_from_onnx(onnx_path, calib_path, out, force, name, max_steps, target=target)

@@ -83,11 +83,25 @@ def train(config_path, dataset, data, test, out, force, seed, baseline, teacher,
 def build(model: Path, calib, out: Path, force: bool, name: str, max_steps, target: str):
     """Quantize MODEL; generate C into OUT/src and an STM32 firmware project into OUT/firmware.
 
-    MODEL is a float ONNX classifier (LSTM layers, optional Gather embedding, Gemm or MatMul+Add
-    head), quantized post-training on --calib; or an integer model.json from an earlier build.
+    MODEL is a training run folder (kd2mcu train --out RUN); a float ONNX classifier (LSTM layers,
+    optional Gather embedding, Gemm or MatMul+Add head) or a student checkpoint (student.pt),
+    quantized post-training on --calib; or an integer model.json from an earlier build.
     """
-    from .build import build_from_intmodel, build_from_onnx
+    from .build import build_from_checkpoint, build_from_intmodel, build_from_onnx, build_from_run
 
+    if model.is_dir():
+        if calib is not None:
+            raise UserError("--calib is not used with a training run: the run carries its calibration")
+        info = build_from_run(model, out, force, name, target)
+        click.echo(f"built {out}/src from the training run {model} ({info['quantization'].get('method', 'post-training quantization')})")
+        return
+    if model.suffix == ".pt":
+        if calib is None:
+            raise UserError("--calib is required to quantize a student checkpoint: give an .npz with x (and lengths)")
+        info = build_from_checkpoint(model, calib, out, force, name, max_steps, target)
+        click.echo(f"built {out}/src from {model}: int8 vs float argmax agreement "
+                   f"{info['quantization']['argmax_agreement']:.2%}")
+        return
     if model.suffix == ".json":
         if calib is not None:
             raise UserError("--calib is only for ONNX models: a model.json is already quantized")
@@ -102,6 +116,21 @@ def build(model: Path, calib, out: Path, force: bool, name: str, max_steps, targ
     q = info["quantization"]
     click.echo(f"built {out}/src from {model}: int8 vs float on {q['samples']} calibration samples: "
                f"argmax agreement {q['argmax_agreement']:.2%}, relative L2 error {q['relative_l2_error']:.4f}")
+
+
+@main.command("export-onnx")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("--teacher", "which_teacher", is_flag=True, help="Export the run's transformer teacher instead.")
+def export_onnx_cmd(run: Path, output: Path, which_teacher: bool):
+    """Write RUN's float student (or, with --teacher, its teacher) as a standard ONNX file OUTPUT.
+
+    The student is one LSTM node per layer and a Gemm head (input x, output logits); the teacher takes
+    x and lengths and gives logits and the hidden states it aligns, as kd2mcu train --teacher onnx reads.
+    """
+    from .onnx_export import export_run
+
+    click.echo(export_run(run, output, which_teacher))
 
 
 @main.command()

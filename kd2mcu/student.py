@@ -92,6 +92,13 @@ class _Unpacked(nn.Module):
         return self.s.head(final)
 
 
+def example_input(student: TinyLSTM, steps: int = 2) -> torch.Tensor:
+    """A zero input of the student's kind (token ids or features), for tracing the export."""
+    if student.embedding is not None:
+        return torch.zeros((1, steps), dtype=torch.int64)
+    return torch.zeros((1, steps, student.shape["input_size"]))
+
+
 def export_onnx(student: TinyLSTM, example: torch.Tensor, path: Path) -> Path:
     """Write the float student as ONNX (input ``x`` with dynamic batch and time, output ``logits``)."""
     module = _Unpacked(student).eval()

@@ -33,6 +33,7 @@ from .errors import UserError
 from .optim import run_stage
 
 SPLITS = ("train", "val", "test")
+TEACHER_CODE_VERSION = 2  # part of the cache key: raise it when the teacher's code changes its outputs
 
 
 @dataclass
@@ -52,6 +53,28 @@ class TeacherOutputs:
         return float(np.mean(lg.argmax(1) == y))
 
 
+class EncoderBlock(nn.Module):
+    """A pre-norm transformer encoder layer, written out in plain ops so that it exports to ONNX as is."""
+
+    def __init__(self, width: int, heads: int, ff: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.qkv, self.out = nn.Linear(width, 3 * width), nn.Linear(width, width)
+        self.ff1, self.ff2 = nn.Linear(width, ff), nn.Linear(ff, width)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, z: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """z [N, T, width]; pad [N, T], True at padded steps (they are never attended to)."""
+        N, T, W = z.shape
+        q, k, v = self.qkv(self.norm1(z)).reshape(N, T, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)
+        scores = (q @ k.transpose(-1, -2)) * (W // self.heads) ** -0.5
+        scores = scores.masked_fill(pad[:, None, None, :], -1e9)
+        att = self.drop(torch.softmax(scores, -1))
+        z = z + self.drop(self.out((att @ v).transpose(1, 2).reshape(N, T, W)))
+        return z + self.drop(self.ff2(self.drop(torch.nn.functional.gelu(self.ff1(self.norm2(z))))))
+
+
 class TransformerTeacher(nn.Module):
     def __init__(self, num_classes: int, max_len: int, width: int, depth: int, heads: int, ff: int,
                  dropout: float, features: int = 0, vocab: int = 0):
@@ -60,9 +83,7 @@ class TransformerTeacher(nn.Module):
                           dropout=dropout, features=features, vocab=vocab)
         self.embed = nn.Embedding(vocab, width, padding_idx=0) if vocab else nn.Linear(features, width)
         self.pos = nn.Parameter(torch.randn(max_len, width) * 0.02)
-        self.layers = nn.ModuleList(
-            nn.TransformerEncoderLayer(width, heads, ff, dropout, batch_first=True, norm_first=True)
-            for _ in range(depth))
+        self.layers = nn.ModuleList(EncoderBlock(width, heads, ff, dropout) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, num_classes)
 
@@ -73,11 +94,50 @@ class TransformerTeacher(nn.Module):
         z = self.embed(x) + self.pos[:T]
         hidden = []
         for layer in self.layers:
-            z = layer(z, src_key_padding_mask=pad)
+            z = layer(z, pad)
             hidden.append(z)
         keep = (~pad).unsqueeze(-1).to(z.dtype)
         pooled = (self.norm(z) * keep).sum(1) / keep.sum(1)
         return self.head(pooled), hidden
+
+
+class _WithHidden(nn.Module):
+    """The teacher as exported: inputs x and lengths, outputs the logits then the aligned layers' states."""
+
+    def __init__(self, teacher: TransformerTeacher, layers: list[int]):
+        super().__init__()
+        self.teacher, self.layers = teacher, layers
+
+    def forward(self, x, lengths):
+        logits, hidden = self.teacher(x, lengths)
+        return (logits, *[hidden[k - 1] for k in self.layers])
+
+
+def load_transformer(path: Path) -> TransformerTeacher:
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    model = TransformerTeacher(**ckpt["shape"])
+    model.load_state_dict(ckpt["state"])
+    return model.eval()
+
+
+def export_onnx(teacher: TransformerTeacher, example_x: np.ndarray, layers: list[int], path: Path) -> Path:
+    """The transformer teacher as ONNX, in the form ``--teacher onnx`` reads: inputs ``x`` [N, T, ...] and
+    ``lengths`` [N]; outputs ``logits`` [N, C], then ``hidden_K`` [N, T, width] for each aligned layer K."""
+    import contextlib
+    import io
+    import warnings
+
+    module = _WithHidden(teacher, layers).eval()
+    x = torch.from_numpy(example_x)
+    lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.int64)
+    names = ["logits"] + [f"hidden_{k}" for k in layers]
+    axes = {"x": {0: "batch", 1: "time"}, "lengths": {0: "batch"}, "logits": {0: "batch"}}
+    axes.update({n: {0: "batch", 1: "time"} for n in names[1:]})
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (x, lengths), str(path), dynamo=False, input_names=["x", "lengths"],
+                          output_names=names, dynamic_axes=axes)
+    return Path(path)
 
 
 def default_align_layers(depth: int) -> list[int]:
@@ -173,7 +233,9 @@ def run_onnx(task: TaskData, path: str) -> TeacherOutputs:
     out.per_step = all(h.ndim == 3 for h in out.hidden)
     if not out.per_step:
         out.hidden = [h if h.ndim == 2 else h.astype(np.float32).mean(1).astype(np.float16) for h in out.hidden]
-    out.layers = list(range(1, len(out.hidden) + 1))
+    names = [o.name for o in sess.get_outputs()[1:]]
+    numbered = [n[len("hidden_"):] for n in names if n.startswith("hidden_") and n[len("hidden_"):].isdigit()]
+    out.layers = [int(k) for k in numbered] if len(numbered) == len(names) else list(range(1, len(names) + 1))
     return out
 
 
@@ -218,7 +280,8 @@ def cache_key(task: TaskData, tcfg: dict, align_layers: list[int]) -> str:
     if settings.get("path"):
         settings["path_sha256"] = hashlib.sha256(Path(settings["path"]).read_bytes()).hexdigest() \
             if Path(settings["path"]).is_file() else settings["path"]
-    h.update(json.dumps({"teacher": settings, "align": align_layers, "torch": torch.__version__},
+    h.update(json.dumps({"teacher": settings, "align": align_layers, "torch": torch.__version__,
+                         "code": TEACHER_CODE_VERSION},
                         sort_keys=True).encode())
     return h.hexdigest()[:24]
 

@@ -159,10 +159,14 @@ def train(cfg: dict, out: Path, force: bool = False, quiet: bool = False) -> dic
                                             "alignment": "per time step" if teacher.per_step else "pooled"})
         if teacher_weights is not None:
             shutil.copyfile(teacher_weights, stage / "teacher.pt")
+            if cfg["teacher"]["kind"] == "transformer":
+                from .teacher import export_onnx as export_teacher, load_transformer
+
+                export_teacher(load_transformer(teacher_weights), task.x_train[:2], teacher.layers,
+                               stage / "teacher.onnx")
         student_mod.save(student, stage / "student.pt")
         torch.save([a.state_dict() for a in adapters], stage / "adapter.pt")
-        example = torch.from_numpy(task.x_train[:1])
-        student_mod.export_onnx(student, example, stage / "student.onnx")
+        student_mod.export_onnx(student, student_mod.example_input(student), stage / "student.onnx")
         np.savez(stage / "calib.npz", x=task.x_train, y=task.y_train, lengths=task.len_train)
         np.savez(stage / "test.npz", x=task.x_test, y=task.y_test, lengths=task.len_test)
         write_json(stage / "metrics.json", metrics)

@@ -15,7 +15,7 @@ from kd2mcu import config as config_mod  # noqa: E402
 from kd2mcu.distill import kd_loss, masked_mse, temperature_at  # noqa: E402
 
 # A short run of the default pipeline (BasicMotions, transformer teacher, TinyLSTM 32).
-QUICK = ["--set", "teacher.epochs=25", "--set", "distill.warmup_epochs=5", "--set", "distill.epochs=25"]
+QUICK = ["--set", "teacher.epochs=25", "--set", "distill.beta=0.1"]  # with hidden-state alignment (off by default)
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +59,9 @@ def test_run_folder_holds_everything(basic_run):
     data = json.loads((basic_run / "data.json").read_text())
     assert len(data["normalization"]["mean"]) == 6 and len(data["classes"]) == 4
     assert (basic_run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    adapters = torch.load(basic_run / "adapter.pt", weights_only=True)
+    assert len(adapters) == 2  # a middle teacher layer and the last, each to the student's width
+    assert all(a["proj.weight"].shape == (32, 64) for a in adapters)
     # the written config repeats the run's settings
     cfg = config_mod.load(basic_run / "config.toml")
     assert cfg["teacher"]["epochs"] == 25 and cfg["run"]["baseline"] is True
@@ -199,3 +202,62 @@ def test_show_config_lists_every_setting():
         for key in keys:
             assert f"\n{key} = " in proc.stdout
     assert "temperature_schedule = [5.0, 3.0, 1.0]" in proc.stdout
+
+
+def test_export_onnx_matches_pytorch_and_builds(basic_run, tmp_path):
+    import onnxruntime as ort
+
+    from kd2mcu.student import load
+
+    proc = kd2mcu("export-onnx", basic_run, tmp_path / "s.onnx")
+    assert proc.returncode == 0, proc.stderr
+    import onnx
+
+    graph = onnx.load(str(tmp_path / "s.onnx")).graph
+    assert [n.op_type for n in graph.node].count("LSTM") == 1
+    with np.load(basic_run / "test.npz") as f:
+        x = f["x"]
+    got = ort.InferenceSession(str(tmp_path / "s.onnx")).run(None, {"x": x})[0]
+    student = load(basic_run / "student.pt")
+    with torch.no_grad():
+        want = student(torch.from_numpy(x), torch.full((len(x),), x.shape[1]))[0].numpy()
+    assert np.abs(got - want).max() <= 1e-5
+    proc = kd2mcu("build", tmp_path / "s.onnx", "--calib", basic_run / "calib.npz", "--out", tmp_path / "b")
+    assert proc.returncode == 0, proc.stderr
+    # a student checkpoint builds the same sources
+    proc = kd2mcu("build", basic_run / "student.pt", "--calib", basic_run / "calib.npz", "--out", tmp_path / "c")
+    assert proc.returncode == 0, proc.stderr
+    b, c = (json.loads((tmp_path / d / "model.json").read_text()) for d in ("b", "c"))
+    b.pop("source"), c.pop("source")
+    assert b == c  # the same integer model; only the source file's name differs
+    assert_user_error(kd2mcu("export-onnx", tmp_path, tmp_path / "x.onnx"), "not a kd2mcu training run")
+
+
+def test_build_from_a_run_uses_the_test_split(basic_run, tmp_path):
+    proc = kd2mcu("build", basic_run, "--out", tmp_path / "b")
+    assert proc.returncode == 0, proc.stderr
+    with np.load(tmp_path / "b" / "firmware" / "vectors.npz") as f:
+        n = len(f["x_q"])
+    from kd2mcu.build import quantize_data
+    from kd2mcu.dataio import load_npz
+    from kd2mcu.intmodel import IntModel
+
+    model = IntModel.load(tmp_path / "b" / "model.json")
+    test = load_npz(basic_run / "test.npz")
+    with np.load(tmp_path / "b" / "firmware" / "vectors.npz") as f:
+        assert np.array_equal(f["x_q"], quantize_data(model, test)[:n])
+    proc = kd2mcu("sim", tmp_path / "b", "--inputs", basic_run / "test.npz", "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["mismatches"] == 0
+
+
+def test_onnx_teacher_exported_from_a_run(basic_run, tmp_path):
+    """The transformer teacher, exported to ONNX and run by onnxruntime, teaches as it did in torch."""
+    proc = kd2mcu("export-onnx", basic_run, tmp_path / "t.onnx", "--teacher")
+    assert proc.returncode == 0, proc.stderr
+    proc = train(tmp_path / "run", "--teacher", "onnx", "--teacher-path", tmp_path / "t.onnx", *QUICK)
+    assert proc.returncode == 0, proc.stderr
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (basic_run, tmp_path / "run"))
+    assert b["teacher_accuracy"] == a["teacher_accuracy"]
+    t = json.loads((tmp_path / "run" / "teacher.json").read_text())
+    assert t["alignment"] == "per time step" and t["aligned_layers"] == [2, 3]
+    assert b["student_accuracy"] >= 0.8
