@@ -211,11 +211,16 @@ def flash(build_dir: Path, probe: str, dry_run: bool):
 @click.argument("build_dir", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def report(build_dir: Path, as_json: bool):
-    """Footprint of BUILD_DIR's model on its target (flash, RAM, MACs) and its measured speed."""
-    from .report import format_report, report as run_report
+    """Footprint of BUILD_DIR's model on its target (flash, RAM, MACs) and its measured speed; for a
+    training run (kd2mcu train --out RUN), its accuracies: teacher, float student, PTQ and QAT int8."""
+    from . import report as rep
 
-    r = run_report(build_dir)
-    click.echo(json.dumps(r) if as_json else format_report(r))
+    if (build_dir / "metrics.json").is_file():
+        m = rep.run_report(build_dir)
+        click.echo(json.dumps(m) if as_json else rep.format_run_report(m))
+        return
+    r = rep.report(build_dir)
+    click.echo(json.dumps(r) if as_json else rep.format_report(r))
 
 
 def _save_npz(path: Path, **arrays) -> None:

@@ -69,6 +69,11 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
         "batch_size": (8, "batch size"),
         "grad_clip": (1.0, "gradient norm clipping"),
     },
+    "qat": {
+        "enabled": (True, "stage 3: keep distilling while the forward pass imitates the int8 kernel exactly"),
+        "epochs": (10, "stage 3 epochs (the distilled student competes too: the epoch best on validation is kept)"),
+        "lr": (2e-4, "stage 3 learning rate (AdamW, cosine; batch size, alpha and clipping as in [distill])"),
+    },
 }
 
 
@@ -164,6 +169,7 @@ def validate(cfg: dict, source: str) -> dict:
         (all(float(v).is_integer() and v >= 1 for v in d["align_layers"]),
          "[distill] align_layers are 1-based teacher layer numbers"),
         (cfg["run"]["threads"] >= 1, "[run] threads must be >= 1"),
+        (cfg["qat"]["epochs"] >= 0 and cfg["qat"]["lr"] > 0, "[qat] epochs must be >= 0 and lr > 0"),
     ]
     for ok, message in rules:
         if not ok:

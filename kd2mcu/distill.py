@@ -124,3 +124,42 @@ def train_distill(student: TinyLSTM, adapters: list[Adapter], task: TaskData, te
 
     return run_stage("distill", [student, *adapters], step_loss, len(yt), epochs=epochs, quiet=quiet,
                      evaluate=lambda: accuracy(student, task.x_val, task.len_val, task.y_val), **_stage_args(dcfg, seed))
+
+
+def train_qat(student: TinyLSTM, task: TaskData, teacher: TeacherOutputs, dcfg: dict, qcfg: dict, seed: int,
+              quiet: bool = False):
+    """Stage 3, quantization-aware distillation: the loss of stage 2 (without alignment) on logits whose
+    values are the integer kernel's (``kd2mcu.qat.qat_forward``), straight-through gradients.
+
+    Activation ranges are calibrated once, on the training split, from the distilled float student, and
+    then stay fixed; weight scales follow the weights (the integer model is rebuilt for every batch). The
+    integer model returned is built from the kept epoch's weights with those same ranges: the model the
+    QAT forward imitated, with no second calibration. Returns (history, ranges, integer model).
+    """
+    from .qat import calibrate, int_model, qat_forward
+
+    stats = calibrate(student, task.x_train, task.len_train)
+    labels = list(task.classes)
+
+    def current():
+        return int_model(student, stats, task.max_len, labels)
+
+    xt, lt, yt = torch.from_numpy(task.x_train), torch.from_numpy(task.len_train), torch.from_numpy(task.y_train)
+    t_logits = torch.from_numpy(teacher.logits["train"].astype(np.float32))
+    schedule = dcfg["temperature_schedule"]
+    T = float(schedule[-1]) if schedule else float(dcfg["temperature"])
+
+    def step_loss(idx, epoch):
+        logits = qat_forward(student, current(), xt[idx], lt[idx])
+        return kd_loss(logits, t_logits[idx], yt[idx], T, dcfg["alpha"])
+
+    def val_accuracy():
+        if len(task.y_val) == 0:
+            return None
+        with torch.no_grad():
+            logits = qat_forward(student, current(), torch.from_numpy(task.x_val), torch.from_numpy(task.len_val))
+        return float(np.mean(logits.numpy().argmax(1) == task.y_val))
+
+    history = run_stage("QAT", [student], step_loss, len(yt), epochs=qcfg["epochs"], quiet=quiet,
+                        evaluate=val_accuracy, keep_start=True, **dict(_stage_args(dcfg, seed), lr=qcfg["lr"]))
+    return history, stats, current()

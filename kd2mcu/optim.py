@@ -23,9 +23,12 @@ def batches(n: int, batch_size: int, rng: np.random.Generator):
 
 def run_stage(name: str, modules: list[torch.nn.Module], step_loss: Callable[[np.ndarray, int], torch.Tensor],
               n: int, *, epochs: int, lr: float, weight_decay: float, batch_size: int, grad_clip: float,
-              seed: int, evaluate: Optional[Callable[[], Optional[float]]] = None, quiet: bool = False) -> dict:
+              seed: int, evaluate: Optional[Callable[[], Optional[float]]] = None, quiet: bool = False,
+              keep_start: bool = False) -> dict:
     """Train ``modules`` for ``epochs``; ``step_loss(batch_indices, epoch)`` returns the loss of one batch.
 
+    With ``keep_start`` the weights the stage starts from compete too (best_epoch -1 when they win), so
+    a fine-tuning stage never ends worse on the validation split than it began.
     Returns the history: per epoch the mean training loss and the validation accuracy.
     """
     history = {"stage": name, "loss": [], "val_accuracy": []}
@@ -37,7 +40,14 @@ def run_stage(name: str, modules: list[torch.nn.Module], step_loss: Callable[[np
     total = max(epochs * steps_per_epoch, 1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1.0 + math.cos(math.pi * min(k, total) / total)))
     rng = np.random.default_rng(seed)
-    best, best_acc = None, -1.0
+    best, best_acc, best_epoch = None, -1.0, None
+    if keep_start and evaluate is not None:
+        for m in modules:
+            m.eval()
+        start = evaluate()
+        if start is not None:
+            best, best_acc, best_epoch = [copy.deepcopy(m.state_dict()) for m in modules], start, -1
+        history["start_val_accuracy"] = start
     bar = tqdm(range(epochs), desc=name, unit="epoch", leave=False, disable=quiet, dynamic_ncols=True)
     for epoch in bar:
         for m in modules:
@@ -57,10 +67,10 @@ def run_stage(name: str, modules: list[torch.nn.Module], step_loss: Callable[[np
         history["loss"].append(float(np.mean(losses)))
         history["val_accuracy"].append(acc)
         if acc is not None and acc >= best_acc:
-            best_acc, best = acc, [copy.deepcopy(m.state_dict()) for m in modules]
+            best_acc, best, best_epoch = acc, [copy.deepcopy(m.state_dict()) for m in modules], epoch
         bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", **({} if acc is None else {"val_acc": f"{acc:.3f}"}))
     if best is not None:
         for m, state in zip(modules, best):
             m.load_state_dict(state)
-        history["best_epoch"] = int(max(i for i, a in enumerate(history["val_accuracy"]) if a == best_acc))
+        history["best_epoch"] = best_epoch
     return history

@@ -126,6 +126,16 @@ def train(cfg: dict, out: Path, force: bool = False, quiet: bool = False) -> dic
     h1 = distill.train_hard(student, task, dcfg, dcfg["warmup_epochs"], seed, "warm-up", quiet)
     h2 = distill.train_distill(student, adapters, task, teacher, dcfg, seed + 1, quiet)
     histories += [dict(h1, run="student"), dict(h2, run="student")]
+    float_logits = distill.predict(student, task.x_test, task.len_test)
+    int_model = None
+    if cfg["qat"]["enabled"]:
+        from .qat import calibrate, int_model as make_int_model
+
+        ptq = make_int_model(student, calibrate(student, task.x_train, task.len_train), task.max_len,
+                             list(task.classes))
+        ptq_logits = int8_logits(ptq, task.x_test, task.len_test)
+        h3, _, int_model = distill.train_qat(student, task, teacher, dcfg, cfg["qat"], seed + 2, quiet)
+        histories.append(dict(h3, run="student"))
     t_student = time.time() - t0 - t_teacher
 
     baseline = None
@@ -134,7 +144,7 @@ def train(cfg: dict, out: Path, force: bool = False, quiet: bool = False) -> dic
         hb = distill.train_hard(baseline, task, dcfg, dcfg["warmup_epochs"] + dcfg["epochs"], seed, "baseline", quiet)
         histories.append(dict(hb, run="baseline (no teacher)"))
 
-    test_pred = distill.predict(student, task.x_test, task.len_test).argmax(1)
+    test_pred = float_logits.argmax(1)
     metrics = {
         "dataset": task.name, "kind": task.kind, "classes": len(task.classes),
         "samples": {"train": len(task.y_train), "val": len(task.y_val), "test": len(task.y_test)},
@@ -150,6 +160,21 @@ def train(cfg: dict, out: Path, force: bool = False, quiet: bool = False) -> dic
     }
     if baseline is not None:
         metrics["baseline_accuracy"] = distill.accuracy(baseline, task.x_test, task.len_test, task.y_test)
+    if int_model is not None:
+        from .qat import qat_forward
+
+        with torch.no_grad():
+            qat_logits = qat_forward(student, int_model, torch.from_numpy(task.x_test),
+                                     torch.from_numpy(task.len_test)).numpy()
+        int8 = int8_logits(int_model, task.x_test, task.len_test)
+        test_pred = int8.argmax(1)
+        metrics.update({
+            "qat_accuracy": float(np.mean(qat_logits.argmax(1) == task.y_test)),
+            "int8_accuracy": float(np.mean(test_pred == task.y_test)),
+            "ptq_int8_accuracy": float(np.mean(ptq_logits.argmax(1) == task.y_test)),
+            "qat_int8_argmax_agreement": float(np.mean(qat_logits.argmax(1) == test_pred)),
+            "qat_int8_max_abs_logit_difference": float(np.abs(qat_logits - int8).max(initial=0.0)),
+        })
 
     with staged_folder(out, force) as stage:
         (stage / "config.toml").write_text(config_mod.to_toml(cfg))
@@ -165,17 +190,28 @@ def train(cfg: dict, out: Path, force: bool = False, quiet: bool = False) -> dic
                 export_teacher(load_transformer(teacher_weights), task.x_train[:2], teacher.layers,
                                stage / "teacher.onnx")
         student_mod.save(student, stage / "student.pt")
+        if int_model is not None:
+            (stage / "model.json").write_text(int_model.to_json())
         torch.save([a.state_dict() for a in adapters], stage / "adapter.pt")
         student_mod.export_onnx(student, student_mod.example_input(student), stage / "student.onnx")
         np.savez(stage / "calib.npz", x=task.x_train, y=task.y_train, lengths=task.len_train)
         np.savez(stage / "test.npz", x=task.x_test, y=task.y_test, lengths=task.len_test)
         write_json(stage / "metrics.json", metrics)
         plots.curves(histories, stage / "curves.png", f"kd2mcu train: {task.name}")
+        shipped = "int8 student" if int_model is not None else "student"
         plots.confusion(task.y_test, test_pred, task.classes, stage / "confusion.png",
-                        f"student on the test split ({metrics['student_accuracy']:.1%})")
+                        f"{shipped} on the test split ({np.mean(test_pred == task.y_test):.1%})")
     if teacher_weights is not None and teacher_weights.parent == Path(os.environ.get("TMPDIR", "/tmp")):
         teacher_weights.unlink(missing_ok=True)
     return metrics
+
+
+def int8_logits(model, x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The integer reference's logits, dequantized (equal to the generated C's, bit for bit)."""
+    from . import reference
+
+    x_q = x.astype(np.int32) if model.is_token_model else reference.quantize_input(model, x)
+    return reference.dequantize_logits(model, reference.run(model, x_q, lengths)["logits"])
 
 
 def resolve_config(config_path, dataset=None, data=None, test=None, seed=None, baseline=False,
@@ -222,6 +258,9 @@ def summary(metrics: dict) -> str:
             f" ({metrics['student_params']} params)")
     if "baseline_accuracy" in metrics:
         line += f", same student without the teacher {pct(metrics['baseline_accuracy'])}"
+    if "int8_accuracy" in metrics:
+        line += (f"; int8 after QAT {pct(metrics['int8_accuracy'])}, int8 by post-training quantization "
+                 f"{pct(metrics['ptq_int8_accuracy'])}")
     return line + " (test split)"
 
 

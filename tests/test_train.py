@@ -100,7 +100,8 @@ def test_run_builds_into_bit_exact_c(basic_run, tmp_path):
 def test_text_path_with_the_local_transformer_teacher(tmp_path, cache):
     proc = train(tmp_path / "text", "--dataset", "chinese_reviews", "--set", "data.subset=2000",
                  "--set", "data.max_len=48", "--set", "teacher.epochs=10", "--set", "distill.warmup_epochs=3",
-                 "--set", "distill.epochs=10", "--set", "distill.batch_size=32", cache_dir=cache)
+                 "--set", "distill.epochs=10", "--set", "distill.batch_size=32", "--set", "qat.epochs=3",
+                 cache_dir=cache)
     assert proc.returncode == 0, proc.stderr
     m = json.loads((tmp_path / "text" / "metrics.json").read_text())
     assert m["kind"] == "text" and m["classes"] == 2 and m["samples"]["test"] == 400
@@ -233,9 +234,21 @@ def test_export_onnx_matches_pytorch_and_builds(basic_run, tmp_path):
     assert_user_error(kd2mcu("export-onnx", tmp_path, tmp_path / "x.onnx"), "not a kd2mcu training run")
 
 
+def test_qat_forward_agrees_with_the_integer_reference(basic_run):
+    m = json.loads((basic_run / "metrics.json").read_text())
+    assert m["qat_int8_argmax_agreement"] == 1.0 and m["qat_int8_max_abs_logit_difference"] == 0.0
+    assert m["qat_accuracy"] == m["int8_accuracy"]
+    assert m["int8_accuracy"] >= m["ptq_int8_accuracy"] - 0.05  # within two of 40 samples of post-training quantization
+    text = kd2mcu("report", basic_run).stdout
+    for words in ("teacher", "float student", "post-training quantization", "int8 after QAT", "agreement 100.00%"):
+        assert words in text
+
+
 def test_build_from_a_run_uses_the_test_split(basic_run, tmp_path):
     proc = kd2mcu("build", basic_run, "--out", tmp_path / "b")
     assert proc.returncode == 0, proc.stderr
+    # the QAT run's integer model, as trained: no second calibration
+    assert (tmp_path / "b" / "model.json").read_text() == (basic_run / "model.json").read_text()
     with np.load(tmp_path / "b" / "firmware" / "vectors.npz") as f:
         n = len(f["x_q"])
     from kd2mcu.build import quantize_data
@@ -248,6 +261,8 @@ def test_build_from_a_run_uses_the_test_split(basic_run, tmp_path):
         assert np.array_equal(f["x_q"], quantize_data(model, test)[:n])
     proc = kd2mcu("sim", tmp_path / "b", "--inputs", basic_run / "test.npz", "--json")
     assert proc.returncode == 0 and json.loads(proc.stdout)["mismatches"] == 0
+    m = json.loads((basic_run / "metrics.json").read_text())
+    assert json.loads(proc.stdout)["accuracy"] == m["int8_accuracy"]  # the host sim is the int8 model of training
 
 
 def test_onnx_teacher_exported_from_a_run(basic_run, tmp_path):
