@@ -38,14 +38,15 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
     "teacher": {
         "kind": ("transformer", "transformer (trained here), pretrained (Hugging Face folder, fine-tuned), "
                                 "onnx (a file run by onnxruntime) or logits (precomputed, from a file)"),
-        "path": ("", "pretrained: the model folder; onnx: the .onnx file; logits: the .npz file"),
+        "path": ("", "pretrained: the model folder (empty: all-MiniLM-L6-v2 from kd2mcu[minilm]); onnx: the .onnx file; "
+                     "logits: the .npz file"),
         "seed": (0, "seed of the teacher's training (its outputs are cached per dataset and teacher settings)"),
         "width": (64, "transformer: model width"),
         "depth": (3, "transformer: encoder layers"),
         "heads": (4, "transformer: attention heads"),
         "ff": (128, "transformer: feed-forward width"),
         "dropout": (0.1, "transformer: dropout"),
-        "epochs": (60, "training epochs of the transformer (fine-tuning epochs of a pretrained teacher)"),
+        "epochs": (60, "training epochs of the transformer (of a pretrained teacher: fine-tuning epochs, about 3 suffice)"),
         "lr": (1e-3, "learning rate (AdamW, cosine schedule)"),
         "batch_size": (32, "batch size"),
     },
@@ -174,7 +175,7 @@ def validate(cfg: dict, source: str) -> dict:
     for ok, message in rules:
         if not ok:
             raise UserError(f"{source}: {message}")
-    if t["kind"] != "transformer" and not t["path"]:
+    if t["kind"] in ("onnx", "logits") and not t["path"]:
         raise UserError(f"{source}: [teacher] kind = {t['kind']!r} needs [teacher] path (or --teacher-path)")
     return cfg
 
