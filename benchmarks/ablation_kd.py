@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 DATASET_SETTINGS = {
     "basic_motions": [],
     "japanese_vowels": [],
-    "chinese_reviews": ["data.subset=3000", "teacher.epochs=8", "distill.warmup_epochs=2", "distill.epochs=10"],
+    "chinese_reviews": ["data.subset=6000", "teacher.epochs=10", "distill.warmup_epochs=2", "distill.epochs=8",
+                        "distill.batch_size=32"],
 }
 
 
@@ -41,8 +42,8 @@ def main():
     for name in args.datasets.split(","):
         kd, base, teacher, secs = [], [], [], []
         for seed in seeds:
-            cfg = resolve_config(None, dataset=name, seed=seed, baseline=True,
-                                 settings=tuple(DATASET_SETTINGS.get(name, []) + args.settings))
+            settings = ["qat.enabled=false"] + DATASET_SETTINGS.get(name, []) + args.settings  # float students
+            cfg = resolve_config(None, dataset=name, seed=seed, baseline=True, settings=tuple(settings))
             t0 = time.time()
             with tempfile.TemporaryDirectory() as tmp:
                 m = train(cfg, Path(tmp) / "run", quiet=True)

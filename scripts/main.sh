@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the bundled default dataset (BasicMotions, 6-axis motion, shipped inside aeon):
-#   1. kd2mcu train: a transformer teacher trained here, distilled into a TinyLSTM student;
-#   2. kd2mcu build: the student quantized to int8 and generated as C, plus an STM32F405 firmware project;
+#   1. kd2mcu train: a transformer teacher trained here, distilled into a TinyLSTM student, then
+#      quantization-aware distillation whose forward pass is the int8 kernel's, bit for bit;
+#   2. kd2mcu build: the run's integer model generated as C, plus an STM32F405 firmware project;
 #   3. kd2mcu sim: the C, compiled with gcc, checked bit for bit against the Python integer reference
 #      on the held-out test split;
 #   4. kd2mcu emulate: the firmware, cross-compiled, run in QEMU and checked the same way; kd2mcu report.
@@ -11,7 +12,8 @@ cd "$(dirname "$0")/.."
 OUT=${1:-runs/default}
 KD=.venv/bin/kd2mcu
 $KD train --out "$OUT" --force --baseline
-$KD build "$OUT/student.onnx" --calib "$OUT/calib.npz" --out "$OUT/build" --force
+$KD report "$OUT"
+$KD build "$OUT" --out "$OUT/build" --force
 $KD sim "$OUT/build" --inputs "$OUT/test.npz" --save "$OUT/test_logits.npz"
 if command -v arm-none-eabi-gcc >/dev/null && command -v qemu-system-arm >/dev/null; then
     $KD emulate "$OUT/build" --inputs "$OUT/test.npz"
