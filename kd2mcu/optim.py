@@ -24,18 +24,22 @@ def batches(n: int, batch_size: int, rng: np.random.Generator):
 def run_stage(name: str, modules: list[torch.nn.Module], step_loss: Callable[[np.ndarray, int], torch.Tensor],
               n: int, *, epochs: int, lr: float, weight_decay: float, batch_size: int, grad_clip: float,
               seed: int, evaluate: Optional[Callable[[], Optional[float]]] = None, quiet: bool = False,
-              keep_start: bool = False) -> dict:
+              keep_start: bool = False, param_groups: Optional[list[dict]] = None) -> dict:
     """Train ``modules`` for ``epochs``; ``step_loss(batch_indices, epoch)`` returns the loss of one batch.
 
     With ``keep_start`` the weights the stage starts from compete too (best_epoch -1 when they win), so
-    a fine-tuning stage never ends worse on the validation split than it began.
+    a fine-tuning stage never ends worse on the validation split than it began. ``param_groups``
+    (AdamW's, each with its own ``lr``) replaces the one group of all parameters at ``lr``.
     Returns the history: per epoch the mean training loss and the validation accuracy.
     """
     history = {"stage": name, "loss": [], "val_accuracy": []}
     if epochs == 0:
         return history
-    params = [p for m in modules for p in m.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if param_groups is None:
+        param_groups = [{"params": [p for m in modules for p in m.parameters() if p.requires_grad], "lr": lr}]
+    param_groups = [g for g in param_groups if g["params"]]
+    params = [p for g in param_groups for p in g["params"]]
+    opt = torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(n / batch_size)
     total = max(epochs * steps_per_epoch, 1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1.0 + math.cos(math.pi * min(k, total) / total)))

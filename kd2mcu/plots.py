@@ -33,7 +33,7 @@ def curves(histories: list[dict], path: Path, title: str) -> None:
                 axes[row, 1].axvline(offset + h["best_epoch"] + 1, color="grey", lw=0.6, ls=":")
             offset += len(h["loss"])
         axes[row, 0].set_title(f"{run}: training loss")
-        axes[row, 1].set_title(f"{run}: validation accuracy (dotted: epoch kept)")
+        axes[row, 1].set_title(f"{run}: val. accuracy (dotted: epoch kept)")
         for ax in axes[row]:
             ax.set_xlabel("epoch")
             ax.legend(fontsize=8)

@@ -31,8 +31,6 @@ tokens) into one vector per training sample.
 """
 from __future__ import annotations
 
-import copy
-import math
 import os
 from collections import Counter
 from contextlib import contextmanager
@@ -44,7 +42,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
-from .optim import batches
+from .optim import run_stage
 
 if TYPE_CHECKING:  # kd2mcu.teacher is imported inside finetune(): it may import this module itself
     from .teacher import TeacherOutputs
@@ -184,46 +182,6 @@ def _predict(model: PretrainedClassifier, ids: np.ndarray, mask: np.ndarray, lay
             [np.concatenate(h) if h else np.zeros((0, D), np.float16) for h in hidden])
 
 
-def _train(groups: list[dict], model: nn.Module, step_loss, n: int, *, epochs: int, batch_size: int, seed: int,
-           evaluate, quiet: bool) -> dict:
-    """``kd2mcu.optim.run_stage`` with parameter groups of their own learning rates."""
-    from tqdm import tqdm
-
-    history = {"stage": "teacher", "loss": [], "val_accuracy": []}
-    if epochs == 0:
-        return history
-    groups = [g for g in groups if g["params"]]
-    params = [p for g in groups for p in g["params"]]
-    opt = torch.optim.AdamW(groups, weight_decay=WEIGHT_DECAY)
-    total = max(epochs * math.ceil(n / batch_size), 1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1.0 + math.cos(math.pi * min(k, total) / total)))
-    rng = np.random.default_rng(seed)
-    best, best_acc = None, -1.0
-    bar = tqdm(range(epochs), desc="teacher", unit="epoch", leave=False, disable=quiet, dynamic_ncols=True)
-    for epoch in bar:
-        model.train()
-        losses = []
-        for idx in batches(n, batch_size, rng):
-            loss = step_loss(idx, epoch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
-        model.eval()
-        acc = evaluate() if evaluate is not None else None
-        history["loss"].append(float(np.mean(losses)))
-        history["val_accuracy"].append(acc)
-        if acc is not None and acc >= best_acc:
-            best_acc, best = acc, copy.deepcopy(model.state_dict())
-        bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", **({} if acc is None else {"val_acc": f"{acc:.3f}"}))
-    if best is not None:
-        model.load_state_dict(best)
-        history["best_epoch"] = int(max(i for i, a in enumerate(history["val_accuracy"]) if a == best_acc))
-    return history
-
-
 @contextmanager
 def _hf_quiet(transformers, quiet: bool):
     """Silence transformers' logging and progress bars (when ``quiet``), restoring them afterwards."""
@@ -309,8 +267,9 @@ def finetune(task, tcfg: dict, layers: list[int], quiet: bool = False) -> tuple[
         lg, _ = _predict(model, *tokens["val"], [])
         return float(np.mean(lg.argmax(1) == y_val))
 
-    history = _train(groups, model, step_loss, len(y_train), epochs=int(tcfg["epochs"]),
-                     batch_size=int(tcfg["batch_size"]), seed=int(tcfg["seed"]), evaluate=val_accuracy, quiet=quiet)
+    history = run_stage("teacher", [model], step_loss, len(y_train), epochs=int(tcfg["epochs"]), lr=float(tcfg["lr"]),
+                        weight_decay=WEIGHT_DECAY, batch_size=int(tcfg["batch_size"]), grad_clip=GRAD_CLIP,
+                        seed=int(tcfg["seed"]), evaluate=val_accuracy, quiet=quiet, param_groups=groups)
 
     name = DEFAULT_NAME if path == default_model_path() else Path(path).resolve().name
     description = f"{name} ({depth} layers, width {width}), fine-tuned here"

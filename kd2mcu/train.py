@@ -16,7 +16,6 @@ keyed by the data and the teacher's settings.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
