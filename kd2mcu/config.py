@@ -58,8 +58,8 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
     },
     "distill": {
         "warmup_epochs": (10, "stage 1: hard labels only"),
-        "epochs": (60, "stage 2: full distillation"),
-        "temperature": (4.0, "softmax temperature T of the soft targets"),
+        "epochs": (100, "stage 2: full distillation"),
+        "temperature": (2.0, "softmax temperature T of the soft targets"),
         "temperature_schedule": ([], "temperatures for equal parts of stage 2, e.g. [5.0, 3.0, 1.0] (overrides temperature)"),
         "alpha": (0.7, "weight of the soft-target term T^2 * KL; (1 - alpha) weighs the hard-label cross entropy"),
         "beta": (0.0, "weight of the hidden-state alignment MSE(adapter(teacher_hidden), student_hidden); "
