@@ -27,8 +27,8 @@ def run_stage(name: str, modules: list[torch.nn.Module], step_loss: Callable[[np
               keep_start: bool = False, param_groups: Optional[list[dict]] = None) -> dict:
     """Train ``modules`` for ``epochs``; ``step_loss(batch_indices, epoch)`` returns the loss of one batch.
 
-    With ``keep_start`` the weights the stage starts from compete too (best_epoch -1 when they win), so
-    a fine-tuning stage never ends worse on the validation split than it began. ``param_groups``
+    With ``keep_start`` the weights the stage starts from compete too (best_epoch -1 when they win, and
+    they win ties), so a fine-tuning stage never ends worse on the validation split than it began. ``param_groups``
     (AdamW's, each with its own ``lr``) replaces the one group of all parameters at ``lr``.
     Returns the history: per epoch the mean training loss and the validation accuracy.
     """
@@ -70,7 +70,8 @@ def run_stage(name: str, modules: list[torch.nn.Module], step_loss: Callable[[np
         acc = evaluate() if evaluate is not None else None
         history["loss"].append(float(np.mean(losses)))
         history["val_accuracy"].append(acc)
-        if acc is not None and acc >= best_acc:
+        # ties go to the later epoch, except against the starting weights: leaving them needs a gain
+        if acc is not None and (acc > best_acc or (acc == best_acc and best_epoch != -1)):
             best_acc, best, best_epoch = acc, [copy.deepcopy(m.state_dict()) for m in modules], epoch
         bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", **({} if acc is None else {"val_acc": f"{acc:.3f}"}))
     if best is not None:
