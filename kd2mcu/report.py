@@ -113,7 +113,7 @@ ACCURACY_ROWS = [("teacher", "teacher_accuracy"), ("float student (distilled)", 
                  ("int8, post-training quantization of the float student", "ptq_int8_accuracy"),
                  ("QAT student (its forward imitates the int8 kernel)", "qat_accuracy"),
                  ("int8 after QAT (integer reference = generated C)", "int8_accuracy"),
-                 ("int8 host simulator (kd2mcu sim of a build)", "int8_hostsim_accuracy")]
+                 ("int8 host simulator (the generated C, gcc, checked bit for bit)", "int8_hostsim_accuracy")]
 
 
 def run_report(run: Path) -> dict:

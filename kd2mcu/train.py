@@ -195,6 +195,8 @@ def train(cfg: dict, out: Path, force: bool = False, quiet: bool = False) -> dic
         student_mod.export_onnx(student, student_mod.example_input(student), stage / "student.onnx")
         np.savez(stage / "calib.npz", x=task.x_train, y=task.y_train, lengths=task.len_train)
         np.savez(stage / "test.npz", x=task.x_test, y=task.y_test, lengths=task.len_test)
+        if int_model is not None:
+            metrics["int8_hostsim_accuracy"] = hostsim_accuracy(int_model, stage / "test.npz")
         write_json(stage / "metrics.json", metrics)
         plots.curves(histories, stage / "curves.png", f"kd2mcu train: {task.name}")
         shipped = "int8 student" if int_model is not None else "student"
@@ -203,6 +205,24 @@ def train(cfg: dict, out: Path, force: bool = False, quiet: bool = False) -> dic
     if teacher_weights is not None and teacher_weights.parent == Path(os.environ.get("TMPDIR", "/tmp")):
         teacher_weights.unlink(missing_ok=True)
     return metrics
+
+
+def hostsim_accuracy(model, test_npz: Path) -> Optional[float]:
+    """The generated C's accuracy on the test split, compiled with gcc and checked bit for bit against the
+    integer reference (None where gcc is missing)."""
+    import tempfile
+
+    from .build import _write
+    from .sim import simulate
+
+    if shutil.which("gcc") is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        _write(model, {"name": "kd2mcu_model"}, Path(tmp) / "b", True, "kd2mcu_model")
+        result = simulate(Path(tmp) / "b", test_npz)
+    if result["mismatches"]:  # a bug, never a tolerance
+        raise RuntimeError(f"the generated C differs from the integer reference: {result['first_mismatch']}")
+    return result["accuracy"]
 
 
 def int8_logits(model, x: np.ndarray, lengths: np.ndarray) -> np.ndarray:

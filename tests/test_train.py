@@ -237,10 +237,11 @@ def test_export_onnx_matches_pytorch_and_builds(basic_run, tmp_path):
 def test_qat_forward_agrees_with_the_integer_reference(basic_run):
     m = json.loads((basic_run / "metrics.json").read_text())
     assert m["qat_int8_argmax_agreement"] == 1.0 and m["qat_int8_max_abs_logit_difference"] == 0.0
-    assert m["qat_accuracy"] == m["int8_accuracy"]
+    assert m["qat_accuracy"] == m["int8_accuracy"] == m["int8_hostsim_accuracy"]
     assert m["int8_accuracy"] >= m["ptq_int8_accuracy"] - 0.05  # within two of 40 samples of post-training quantization
     text = kd2mcu("report", basic_run).stdout
-    for words in ("teacher", "float student", "post-training quantization", "int8 after QAT", "agreement 100.00%"):
+    for words in ("teacher", "float student", "post-training quantization", "int8 after QAT", "host simulator",
+                  "agreement 100.00%"):
         assert words in text
 
 
