@@ -28,10 +28,10 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from . import ptq
+from . import ptq, qmath
 from .floatmodel import CalibrationStats, FloatDirection, FloatLayer, FloatModel
 from .intmodel import GATES, Q_GATE, IntModel, LSTMLayer
-from .qmath import FORGET_TO_CELL, INT8_MAX, INT8_MIN, INT16_MAX, INT16_MIN, SIGMOID_LUT
+from .qmath import FORGET_TO_CELL, INT8_MAX, INT8_MIN, INT16_MAX, INT16_MIN
 from .student import TinyLSTM
 
 Q_ACT = 2.0**-15  # scale of a gate output (Q0.15)
@@ -161,46 +161,16 @@ def sat16(v: torch.Tensor) -> torch.Tensor:
     return v.clamp(INT16_MIN, INT16_MAX)
 
 
-_LUT = torch.tensor(SIGMOID_LUT, dtype=torch.int64)  # the table as qmath loads it from kd2mcu/data
-_LUT_DIFF = torch.cat([_LUT[1:] - _LUT[:-1], torch.zeros(1, dtype=torch.int64)])  # T[k+1] - T[k]; k = 255 never read
-
-
-def _lut_input(pre: torch.Tensor, shift: int) -> torch.Tensor:
-    """The table's input x = in * mul, rounded right shift by n (spec: sigmoid16 / tanh16)."""
-    if shift < 0:
-        n = -shift
-        return (pre * 3 + (1 << (n - 1))) >> n
-    return pre * (3 << shift)
-
-
-def sigmoid16(pre: torch.Tensor, shift: int = 0) -> torch.Tensor:
-    """sigmoid16 (spec: sigmoid16 / tanh16): Q3.12 (after ``shift``) in, Q0.15 out, table interpolation."""
-    x = _lut_input(pre, shift)
-    a = x.abs()
-    k = (a >> 9).clamp(max=255)
-    r = torch.where(a >> 9 >= 255, torch.full_like(a, 0x7FFF << 10),
-                    (_LUT[k] << 9) + (a & 0x1FF) * _LUT_DIFF[k])
-    return torch.where(x >= 0, r + (1 << 9), (1 << 25) - r + (1 << 9) - 1) >> 10
-
-
-def tanh16(pre: torch.Tensor, shift: int = 0) -> torch.Tensor:
-    """tanh16 (spec: sigmoid16 / tanh16): Q3.12 (after ``shift``) in, Q0.15 out, table interpolation."""
-    x = _lut_input(pre, shift)
-    a = x.abs()
-    k = (a >> 8).clamp(max=255)
-    r = torch.where(a >> 8 >= 255, torch.full_like(a, 0xFFFF << 8),
-                    (_LUT[k] << 8) + (a & 0xFF) * _LUT_DIFF[k])
-    return torch.where(x >= 0, r - (1 << 23) + (1 << 7), (1 << 23) - r + (1 << 7) - 1) >> 8
-
-
 @lru_cache(maxsize=None)
 def activation_table(kind: str, shift: int = 0) -> torch.Tensor:
-    """sigmoid16 / tanh16 evaluated once for every int16 input (their inputs are always int16).
+    """sigmoid16 / tanh16 (spec: sigmoid16 / tanh16, as ``qmath`` computes them) evaluated once for every
+    int16 input (their inputs are always int16).
 
     Entry v + 32768 is the activation of v, so a lookup replaces ~15 tensor ops per step.
     """
-    v = torch.arange(INT16_MIN, INT16_MAX + 1, dtype=torch.int64)
-    return {"sigmoid": sigmoid16, "tanh": tanh16}[kind](v, shift)
+    v = np.arange(INT16_MIN, INT16_MAX + 1, dtype=np.int64)
+    fn = {"sigmoid": qmath.sigmoid16, "tanh": qmath.tanh16}[kind]
+    return torch.from_numpy(np.asarray(fn(v, shift), dtype=np.int64))
 
 
 @lru_cache(maxsize=None)
