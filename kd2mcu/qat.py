@@ -28,7 +28,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from . import ptq, qmath
+from . import ptq, qmath, reference
 from .floatmodel import CalibrationStats, FloatDirection, FloatLayer, FloatModel
 from .intmodel import GATES, Q_GATE, IntModel, LSTMLayer
 from .qmath import FORGET_TO_CELL, INT8_MAX, INT8_MIN, INT16_MAX, INT16_MIN
@@ -180,17 +180,8 @@ def _gate_table() -> torch.Tensor:
 
 
 def quantize_input(model: IntModel, x: torch.Tensor) -> torch.Tensor:
-    """Float features to int8 (as int64), exactly ``reference.quantize_input`` / the C helper in float32.
-
-    v = x * (1/s_x) in float32, NaN -> 0, clamped to [-256, 256], rounded half away from zero, plus z_x, sat8.
-    """
-    inv = torch.tensor(np.float32(1.0 / model.input.scale), dtype=torch.float32)
-    v = x.detach().to(torch.float32) * inv
-    v = torch.nan_to_num(v, nan=0.0, posinf=256.0, neginf=-256.0).clamp(-256.0, 256.0)
-    whole = torch.trunc(v)
-    frac = v - whole
-    r = whole.to(torch.int64) + (frac >= 0.5).long() - (frac <= -0.5).long()
-    return sat8(r + model.input.zero_point)
+    """Float features to int8 (as int64): ``reference.quantize_input``, which the C helper matches."""
+    return torch.from_numpy(reference.quantize_input(model, x.detach().cpu().numpy()).astype(np.int64))
 
 
 # ==========================================================================================
