@@ -52,8 +52,8 @@ def train(config_path, dataset, data, test, out, force, seed, baseline, teacher,
     """Train a teacher and distill it into a TinyLSTM student; write the run folder OUT.
 
     OUT holds the student (student.pt, student.onnx), the teacher, the adapter, the data
-    normalization or vocabulary, metrics.json and plots. Then: kd2mcu build OUT/student.onnx
-    --calib OUT/calib.npz --out BUILD.
+    normalization or vocabulary, the integer model (model.json), metrics.json and plots. Then:
+    kd2mcu build OUT --out BUILD.
     """
     from . import config as config_mod
     from .train import resolve_config, summary, train as run_train
@@ -122,7 +122,8 @@ def build(model: Path, calib, out: Path, force: bool, name: str, max_steps, targ
 @click.argument("run", type=click.Path(path_type=Path))
 @click.argument("output", type=click.Path(path_type=Path))
 @click.option("--teacher", "which_teacher", is_flag=True, help="Export the run's transformer teacher instead.")
-def export_onnx_cmd(run: Path, output: Path, which_teacher: bool):
+@click.option("--force", is_flag=True, help="Replace an existing OUTPUT file.")
+def export_onnx_cmd(run: Path, output: Path, which_teacher: bool, force: bool):
     """Write RUN's float student (or, with --teacher, its teacher) as a standard ONNX file OUTPUT.
 
     The student is one LSTM node per layer and a Gemm head (input x, output logits); the teacher takes
@@ -130,7 +131,7 @@ def export_onnx_cmd(run: Path, output: Path, which_teacher: bool):
     """
     from .onnx_export import export_run
 
-    click.echo(export_run(run, output, which_teacher))
+    click.echo(export_run(run, output, which_teacher, force))
 
 
 @main.command()

@@ -170,6 +170,9 @@ def validate(cfg: dict, source: str) -> dict:
         (all(float(v).is_integer() and v >= 1 for v in d["align_layers"]),
          "[distill] align_layers are 1-based teacher layer numbers"),
         (cfg["run"]["threads"] >= 1, "[run] threads must be >= 1"),
+        (cfg["run"]["seed"] >= 0 and t["seed"] >= 0, "seeds must be >= 0"),
+        (d["weight_decay"] >= 0, "[distill] weight_decay must be >= 0"),
+        (t["width"] >= 1 and t["ff"] >= 1, "[teacher] width and ff must be >= 1"),
         (cfg["qat"]["epochs"] >= 0 and cfg["qat"]["lr"] > 0, "[qat] epochs must be >= 0 and lr > 0"),
     ]
     for ok, message in rules:

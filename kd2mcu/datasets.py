@@ -350,10 +350,22 @@ def _load_user(data: str | Path, test: str | Path | None) -> tuple[str, _Samples
         if kind == "sequence" and test_samples.items[0].shape[1] != train.items[0].shape[1]:
             raise UserError(f"--test {test} has {test_samples.items[0].shape[1]} features per step but --data "
                             f"{data} has {train.items[0].shape[1]}; give both files the same feature columns")
+        if Path(data).suffix == ".csv" and Path(test).suffix == ".csv" and \
+                _csv_feature_names(data) != _csv_feature_names(test):
+            raise UserError(f"--test {test} has feature columns {', '.join(_csv_feature_names(test))} but --data "
+                            f"{data} has {', '.join(_csv_feature_names(data))}; give both the same columns in the "
+                            "same order")
     top = max(int(s.y.max()) for s in (train, test_samples) if s is not None)
     if top < 1:
         raise UserError(f"--data {data}: every label is 0; a classifier needs at least 2 classes (labels 0..C-1)")
     return kind, train, test_samples, [str(k) for k in range(top + 1)]
+
+
+def _csv_feature_names(path: str | Path) -> list[str]:
+    """The feature columns of a CSV header (every column but sample, label and step), in file order."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        header = next(csv.reader(f), [])
+    return [name.strip() for name in header if name.strip() not in ("sample", "label", "step")]
 
 
 def _describe(kind: str) -> str:

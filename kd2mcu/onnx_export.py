@@ -8,36 +8,43 @@ from pathlib import Path
 from .errors import UserError
 
 
-def export_run(run: Path, output: Path, teacher: bool = False) -> str:
+def export_run(run: Path, output: Path, teacher: bool = False, force: bool = False) -> str:
     """Write the ONNX file atomically; return a one-line description of what was written."""
     run, output = Path(run), Path(output)
     if output.suffix != ".onnx":
         raise UserError(f"{output}: the output file name must end in .onnx")
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}.onnx")
+    if output.exists() and not force:
+        raise UserError(f"{output} exists: pass --force to replace it, or choose another file name")
+    if not (run / "student.pt").is_file():
+        raise UserError(f"{run} is not a kd2mcu training run (no student.pt): run kd2mcu train first")
     output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}.onnx")
+    try:
+        what = _export(run, tmp, teacher)
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return f"wrote {output}: {what}"
+
+
+def _export(run: Path, tmp: Path, teacher: bool) -> str:
     if teacher:
         from .teacher import export_onnx, load_transformer
 
         weights = run / "teacher.pt"
-        if not weights.is_file():
-            raise UserError(f"{run} has no transformer teacher (teacher.pt): only a teacher trained by kd2mcu "
-                            "can be exported")
+        meta = json.loads((run / "teacher.json").read_text()) if (run / "teacher.json").is_file() else {}
+        if meta.get("kind") != "transformer" or not weights.is_file():
+            raise UserError(f"{run}: its teacher is not a transformer trained by kd2mcu "
+                            f"({meta.get('kind', 'none')}); only such a teacher can be exported")
         import numpy as np
 
-        meta = json.loads((run / "teacher.json").read_text())
         with np.load(run / "calib.npz") as f:
             example = f["x"][:2]
         export_onnx(load_transformer(weights), example, meta["aligned_layers"], tmp)
-        what = f"the teacher ({meta['description']}), inputs x and lengths, outputs logits and hidden states"
-    else:
-        from .student import example_input, export_onnx, load
+        return f"the teacher ({meta['description']}), inputs x and lengths, outputs logits and hidden states"
+    from .student import example_input, export_onnx, load
 
-        checkpoint = run / "student.pt"
-        if not checkpoint.is_file():
-            raise UserError(f"{run} is not a kd2mcu training run (no student.pt): run kd2mcu train first")
-        student = load(checkpoint)
-        export_onnx(student, example_input(student), tmp)
-        layers = student.shape["layers"]
-        what = f"the float student, {layers} LSTM node{'s' if layers > 1 else ''} and a linear head"
-    os.replace(tmp, output)
-    return f"wrote {output}: {what}"
+    student = load(run / "student.pt")
+    export_onnx(student, example_input(student), tmp)
+    layers = student.shape["layers"]
+    return f"the float student, {layers} LSTM node{'s' if layers > 1 else ''} and a linear head"

@@ -114,7 +114,14 @@ def save(student: TinyLSTM, path: Path) -> None:
 
 
 def load(path: Path) -> TinyLSTM:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    student = TinyLSTM(**ckpt["shape"])
-    student.load_state_dict(ckpt["state"])
+    """A student saved by ``save``; anything else is refused with a UserError."""
+    from .errors import UserError
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        student = TinyLSTM(**ckpt["shape"])
+        student.load_state_dict(ckpt["state"])
+    except Exception as exc:  # unpickling, missing keys, another model's shape: all mean the same to the user
+        raise UserError(f"{path}: not a kd2mcu student checkpoint (student.pt of a run): "
+                        f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     return student.eval()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -245,8 +246,15 @@ def read_logits(task: TaskData, path: str, test_in_train_file: bool) -> TeacherO
     p = Path(path)
     if not p.is_file():
         raise UserError(f"[teacher] path {path}: no such logits file")
-    with np.load(p, allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files}
+    try:
+        f = np.load(p, allow_pickle=False)
+        if not isinstance(f, np.lib.npyio.NpzFile):
+            raise ValueError("a single array, not an .npz archive")
+        with f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserError(f"[teacher] path {path}: not a readable .npz of logits ({exc}); save with "
+                        "np.savez(path, train=..., test=...)") from None
     if "train" not in arrays:
         raise UserError(f"{path}: no array 'train'; save the teacher's logits on the --data samples with "
                         "np.savez(path, train=..., test=...)")

@@ -10,10 +10,8 @@ and every load is ``local_files_only``.
 Learning rate: ``[teacher] lr`` is used as given, except that a rate above 1e-4 (the default 1e-3
 suits the transformer trained from scratch, not a pretrained encoder, which it would wreck) trains
 the encoder at 5e-5 and only the new parts (the head and the word embeddings, see below) at ``lr``.
-``kd2mcu.optim.run_stage`` has one learning rate for all parameters, so this module has its own loop
-with the same behaviour (AdamW, weight decay 0.01, cosine schedule over the stage, gradient clipping
-at 1.0, seeded batch order, per-epoch validation, the best epoch's weights restored) and two
-parameter groups.
+Training is ``kd2mcu.optim.run_stage`` with those two parameter groups (AdamW, weight decay 0.01,
+cosine schedule over the stage, gradient clipping at 1.0, the best epoch's weights restored).
 
 Vocabulary: all-MiniLM-L6-v2's vocabulary is English; it knows only 244 Chinese characters and maps
 most of a Chinese review (about 60% of its characters, among them 好, 很, 差, 喜, 欢) to ``[UNK]``,

@@ -5,10 +5,11 @@ The run folder (written atomically, like a build folder):
 - ``data.json``: classes, feature normalization (fitted on the training split) or the character
   vocabulary, sequence length, split sizes: what the firmware needs to prepare its input;
 - ``teacher.pt`` (a transformer teacher's weights), ``teacher.json`` (what the teacher is);
-- ``student.pt`` (TinyLSTM), ``adapter.pt`` (the alignment adapters), ``student.onnx`` (the float
-  student as standard ONNX, which ``kd2mcu build`` quantizes);
+- ``student.pt`` (TinyLSTM's float weights at the end: after QAT when it ran), ``adapter.pt`` (the
+  alignment adapters), ``student.onnx`` (the same float student as standard ONNX);
+- ``model.json``: the integer model after quantization-aware training (``kd2mcu build RUN --out BUILD``);
 - ``calib.npz`` and ``test.npz``: the normalized training and test splits in kd2mcu's data format
-  (``kd2mcu build RUN/student.onnx --calib RUN/calib.npz``, ``kd2mcu sim BUILD --inputs RUN/test.npz``);
+  (``kd2mcu sim BUILD --inputs RUN/test.npz``);
 - ``metrics.json``; ``curves.png`` (loss and validation accuracy per stage) and ``confusion.png``.
 
 Teacher outputs are cached under ``$KD2MCU_CACHE`` (default ``~/.cache/kd2mcu``; ``off`` disables),
@@ -42,6 +43,8 @@ def cache_dir() -> Optional[Path]:
 def load_task_for(cfg: dict) -> TaskData:
     d = cfg["data"]
     if d["train_file"]:
+        if d["subset"]:
+            raise UserError("[data] subset is for the bundled datasets; cut your own file instead")
         return load_task(data=d["train_file"], test=d["test_file"] or None, seed=cfg["run"]["seed"],
                          val_fraction=d["val_fraction"], max_len=d["max_len"] or None, max_vocab=d["max_vocab"])
     if d["test_file"]:
@@ -57,6 +60,9 @@ def get_teacher(task: TaskData, cfg: dict, quiet: bool):
     tcfg = cfg["teacher"]
     kind = tcfg["kind"]
     if kind == "logits":
+        if not cfg["data"]["train_file"]:
+            raise UserError("[teacher] kind = logits needs your own data (--data, rows in the logits file's order); "
+                            "for a bundled dataset use the transformer teacher")
         return T.read_logits(task, tcfg["path"], test_in_train_file=not cfg["data"]["test_file"]), None
     if kind == "onnx":
         return T.run_onnx(task, tcfg["path"]), None
@@ -113,7 +119,8 @@ def train(cfg: dict, out: Path, force: bool = False, quiet: bool = False) -> dic
     if task.kind != "text" and cfg["teacher"]["kind"] == "pretrained":
         raise UserError("[teacher] kind = pretrained is for text datasets; use the transformer teacher for sensor data")
     teacher, teacher_weights = get_teacher(task, cfg, quiet)
-    if teacher.per_step and teacher.hidden and teacher.hidden[0].shape[1] != task.max_len:
+    if cfg["distill"]["beta"] > 0 and teacher.per_step and teacher.hidden and \
+            teacher.hidden[0].shape[1] != task.max_len:
         raise UserError(f"the teacher's hidden states have {teacher.hidden[0].shape[1]} steps, the data "
                         f"{task.max_len}: give pooled [N, D] states instead")
     t_teacher = time.time() - t0
@@ -169,6 +176,8 @@ def train(cfg: dict, out: Path, force: bool = False, quiet: bool = False) -> dic
         test_pred = int8.argmax(1)
         metrics.update({
             "qat_accuracy": float(np.mean(qat_logits.argmax(1) == task.y_test)),
+            # student.pt / student.onnx hold the float weights after QAT (the distilled ones unless QAT moved)
+            "saved_float_student_accuracy": distill.accuracy(student, task.x_test, task.len_test, task.y_test),
             "int8_accuracy": float(np.mean(test_pred == task.y_test)),
             "ptq_int8_accuracy": float(np.mean(ptq_logits.argmax(1) == task.y_test)),
             "qat_int8_argmax_agreement": float(np.mean(qat_logits.argmax(1) == test_pred)),

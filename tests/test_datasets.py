@@ -331,3 +331,11 @@ def test_bad_files_and_splits(tmp_path):
     with user_error(r"--data .*one.npz has only 1 sample\(s\): splitting off the test set would leave the "
                     r"training split empty; give more samples or a --test file"):
         load_task(data=tmp_path / "one.npz")
+
+
+def test_csv_test_file_with_other_feature_columns_is_refused(tmp_path):
+    rows = "sample,label,{a},{b}\ns1,0,1.0,2.0\ns2,1,3.0,4.0\ns3,0,1.5,2.5\ns4,1,3.5,4.5\n"
+    (tmp_path / "train.csv").write_text(rows.format(a="ax", b="ay"))
+    (tmp_path / "test.csv").write_text(rows.format(a="ay", b="ax"))
+    with pytest.raises(UserError, match="feature columns ay, ax but --data .* has ax, ay"):
+        load_task(data=tmp_path / "train.csv", test=tmp_path / "test.csv", val_fraction=0)

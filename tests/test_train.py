@@ -134,6 +134,9 @@ def test_precomputed_logits_teacher_on_user_data(tmp_path):
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["teacher_val_accuracy"] == 1.0  # the logits were the labels, rows matched to the val carve-out
     assert m["student_accuracy"] >= 0.8
+    np.save(tmp_path / "plain.npy", logits)
+    assert_user_error(train(tmp_path / "bad", "--data", tmp_path / "train.npz", "--teacher", "logits",
+                            "--teacher-path", tmp_path / "plain.npy"), "plain.npy", "np.savez")
     np.savez(tmp_path / "short.npz", train=logits[:10])
     assert_user_error(train(tmp_path / "bad", "--data", tmp_path / "train.npz", "--teacher", "logits",
                             "--teacher-path", tmp_path / "short.npz"), "short.npz", "[90, 3]")
@@ -164,6 +167,10 @@ def test_kd_loss_is_the_formula():
     (["--set", "student.hidden=abc"], ["hidden", "integer"]),
     (["--data", "nothing.npz"], ["nothing.npz"]),
     (["--teacher", "onnx"], ["path"]),
+    (["--seed", "-1"], ["seeds", ">= 0"]),
+    (["--set", "distill.weight_decay=-1"], ["weight_decay"]),
+    (["--set", "teacher.width=0"], ["width"]),
+    (["--teacher", "logits", "--teacher-path", "l.npz"], ["logits", "--data"]),
 ])
 def test_refusals_are_one_line_and_touch_nothing(args, words, tmp_path):
     out = tmp_path / "run"
@@ -232,6 +239,11 @@ def test_export_onnx_matches_pytorch_and_builds(basic_run, tmp_path):
     b.pop("source"), c.pop("source")
     assert b == c  # the same integer model; only the source file's name differs
     assert_user_error(kd2mcu("export-onnx", tmp_path, tmp_path / "x.onnx"), "not a kd2mcu training run")
+    before = (tmp_path / "s.onnx").read_bytes()
+    assert_user_error(kd2mcu("export-onnx", basic_run, tmp_path / "s.onnx"), "exists", "--force")
+    assert (tmp_path / "s.onnx").read_bytes() == before
+    assert_user_error(kd2mcu("build", basic_run / "teacher.pt", "--calib", basic_run / "calib.npz", "--out",
+                             tmp_path / "d"), "not a kd2mcu student checkpoint")
 
 
 def test_qat_forward_agrees_with_the_integer_reference(basic_run):
