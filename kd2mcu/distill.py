@@ -126,19 +126,19 @@ def train_distill(student: TinyLSTM, adapters: list[Adapter], task: TaskData, te
                      evaluate=lambda: accuracy(student, task.x_val, task.len_val, task.y_val), **_stage_args(dcfg, seed))
 
 
-def train_qat(student: TinyLSTM, task: TaskData, teacher: TeacherOutputs, dcfg: dict, qcfg: dict, seed: int,
-              quiet: bool = False):
+def train_qat(student: TinyLSTM, stats, task: TaskData, teacher: TeacherOutputs, dcfg: dict, qcfg: dict,
+              seed: int, quiet: bool = False):
     """Stage 3, quantization-aware distillation: the loss of stage 2 (without alignment) on logits whose
     values are the integer kernel's (``kd2mcu.qat.qat_forward``), straight-through gradients.
 
-    Activation ranges are calibrated once, on the training split, from the distilled float student, and
-    then stay fixed; weight scales follow the weights (the integer model is rebuilt for every batch). The
-    integer model returned is built from the kept epoch's weights with those same ranges: the model the
-    QAT forward imitated, with no second calibration. Returns (history, ranges, integer model).
+    ``stats``: the activation ranges calibrated once, on the training split, from the distilled float
+    student (``kd2mcu.qat.calibrate``); they stay fixed, while weight scales follow the weights (the
+    integer model is rebuilt for every batch). The integer model returned is built from the kept epoch's
+    weights with those same ranges: the model the QAT forward imitated, with no second calibration.
+    Returns (history, integer model).
     """
-    from .qat import calibrate, int_model, qat_forward
+    from .qat import int_model, qat_forward
 
-    stats = calibrate(student, task.x_train, task.len_train)
     labels = list(task.classes)
 
     def current():
@@ -162,4 +162,4 @@ def train_qat(student: TinyLSTM, task: TaskData, teacher: TeacherOutputs, dcfg: 
 
     history = run_stage("QAT", [student], step_loss, len(yt), epochs=qcfg["epochs"], quiet=quiet,
                         evaluate=val_accuracy, keep_start=True, **dict(_stage_args(dcfg, seed), lr=qcfg["lr"]))
-    return history, stats, current()
+    return history, current()

@@ -26,7 +26,7 @@ from typing import Optional
 import numpy as np
 
 from . import config as config_mod
-from .buildfolder import staged_folder, write_json
+from .buildfolder import check_output, staged_folder, write_json
 from .datasets import TaskData, load_task
 from .errors import UserError
 
@@ -108,8 +108,6 @@ def train(cfg: dict, out: Path, force: bool = False, quiet: bool = False) -> dic
     from . import distill, plots, student as student_mod
 
     out = Path(out)
-    from .buildfolder import check_output
-
     check_output(out, force)  # refuse before any work is done
     torch.set_num_threads(cfg["run"]["threads"])
     torch.use_deterministic_algorithms(True)
@@ -137,10 +135,10 @@ def train(cfg: dict, out: Path, force: bool = False, quiet: bool = False) -> dic
     if cfg["qat"]["enabled"]:
         from .qat import calibrate, int_model as make_int_model
 
-        ptq = make_int_model(student, calibrate(student, task.x_train, task.len_train), task.max_len,
-                             list(task.classes))
+        stats = calibrate(student, task.x_train, task.len_train)  # once: PTQ and QAT share these ranges
+        ptq = make_int_model(student, stats, task.max_len, list(task.classes))
         ptq_logits = int8_logits(ptq, task.x_test, task.len_test)
-        h3, _, int_model = distill.train_qat(student, task, teacher, dcfg, cfg["qat"], seed + 2, quiet)
+        h3, int_model = distill.train_qat(student, stats, task, teacher, dcfg, cfg["qat"], seed + 2, quiet)
         histories.append(dict(h3, run="student"))
     t_student = time.time() - t0 - t_teacher
 
