@@ -55,12 +55,14 @@ def quantize_data(model: IntModel, data: Dataset) -> np.ndarray:
 
 def build_from_onnx(onnx_path: Path, calib_path: Path, out: Path, force: bool, name: str,
                     max_steps: Optional[int] = None, tol: float = 1e-4,
-                    target: str = firmware.DEFAULT_BOARD, vectors_from: Optional[Dataset] = None) -> dict:
+                    target: str = firmware.DEFAULT_BOARD, vectors_from: Optional[Dataset] = None,
+                    layout: str = "fast") -> dict:
     """Post-training quantization of a float ONNX model on ``calib_path``; the firmware's test vectors come
     from ``vectors_from`` (a held-out split) or else from the calibration data."""
     from .onnx_import import import_onnx
 
     codegen.check_c_name(name)
+    codegen.check_layout(layout)
     board = firmware.load_board(target)
     check_output(out, force)
     data = load_npz(calib_path, "--calib")
@@ -79,7 +81,7 @@ def build_from_onnx(onnx_path: Path, calib_path: Path, out: Path, force: bool, n
     info = {
         "kd2mcu_version": __version__, "name": name, "source": str(onnx_path), "source_sha256": _sha256(onnx_path),
         "calibration": {"file": str(calib_path), "sha256": _sha256(calib_path), "samples": data.n},
-        "import_max_abs_diff_vs_onnxruntime": imp.max_abs_diff, "quantization": report,
+        "import_max_abs_diff_vs_onnxruntime": imp.max_abs_diff, "quantization": report, "layout": layout,
     }
     _write(model, info, out, force, name, board, _vectors(model, vectors_from or data))
     return info
@@ -91,7 +93,8 @@ def _vectors(model: IntModel, data: Dataset):
     return quantize_data(model, data)[:k], None if data.lengths is None else data.lengths[:k]
 
 
-def build_from_run(run: Path, out: Path, force: bool, name: str, target: str = firmware.DEFAULT_BOARD) -> dict:
+def build_from_run(run: Path, out: Path, force: bool, name: str, target: str = firmware.DEFAULT_BOARD,
+                   layout: str = "fast") -> dict:
     """A training run's student: its integer model from quantization-aware training when the run has one
     (no second calibration), else post-training quantization of student.onnx on the run's training split.
     The firmware's test vectors come from the run's held-out test split."""
@@ -101,26 +104,28 @@ def build_from_run(run: Path, out: Path, force: bool, name: str, target: str = f
     test = load_npz(run / "test.npz", "the run's test split")
     if not (run / MODEL_FILE).is_file():
         return build_from_onnx(run / "student.onnx", run / "calib.npz", out, force, name, target=target,
-                               vectors_from=test)
+                               vectors_from=test, layout=layout)
     codegen.check_c_name(name)
+    codegen.check_layout(layout)
     board = firmware.load_board(target)
     check_output(out, force)
     model = IntModel.load(run / MODEL_FILE)
     info = {"kd2mcu_version": __version__, "name": name, "source": str(run / MODEL_FILE),
             "source_sha256": _sha256(run / MODEL_FILE),
-            "quantization": {"method": "quantization-aware training (the run's integer model)"}}
+            "quantization": {"method": "quantization-aware training (the run's integer model)"}, "layout": layout}
     _write(model, info, out, force, name, board, _vectors(model, test))
     return info
 
 
 def build_from_intmodel(json_path: Path, out: Path, force: bool, name: str,
-                        target: str = firmware.DEFAULT_BOARD) -> dict:
+                        target: str = firmware.DEFAULT_BOARD, layout: str = "fast") -> dict:
     codegen.check_c_name(name)
+    codegen.check_layout(layout)
     board = firmware.load_board(target)
     check_output(out, force)
     model = IntModel.load(json_path)
     info = {"kd2mcu_version": __version__, "name": name, "source": str(json_path),
-            "source_sha256": _sha256(json_path)}
+            "source_sha256": _sha256(json_path), "layout": layout}
     _write(model, info, out, force, name, board)
     return info
 
@@ -138,13 +143,14 @@ def _write(model: IntModel, info: dict, out: Path, force: bool, name: str,
     info = dict(info, target=board.name)
     with staged_folder(out, force) as stage:
         (stage / MODEL_FILE).write_text(model.to_json())
-        codegen.write_sources(model, name, stage / SRC_DIR)
+        codegen.write_sources(model, name, stage / SRC_DIR, info.get("layout", "fast"))
         firmware.write_project(model, name, board, stage / SRC_DIR, stage / firmware.FIRMWARE_DIR, *vectors)
         write_json(stage / BUILD_FILE, info)
 
 
 def build_from_checkpoint(checkpoint: Path, calib_path: Path, out: Path, force: bool, name: str,
-                          max_steps: Optional[int] = None, target: str = firmware.DEFAULT_BOARD) -> dict:
+                          max_steps: Optional[int] = None, target: str = firmware.DEFAULT_BOARD,
+                          layout: str = "fast") -> dict:
     """A TinyLSTM checkpoint (student.pt): exported to ONNX, then quantized post-training on ``calib_path``."""
     import tempfile
 
@@ -156,4 +162,4 @@ def build_from_checkpoint(checkpoint: Path, calib_path: Path, out: Path, force: 
         onnx_path = Path(tmp) / f"{Path(checkpoint).stem}.onnx"
         student = load_student(checkpoint)
         export_onnx(student, example_input(student), onnx_path)
-        return build_from_onnx(onnx_path, calib_path, out, force, name, max_steps, target=target)
+        return build_from_onnx(onnx_path, calib_path, out, force, name, max_steps, target=target, layout=layout)

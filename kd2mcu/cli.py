@@ -80,7 +80,10 @@ def train(config_path, dataset, data, test, out, force, seed, baseline, teacher,
               help="Longest sequence the C code accepts (default: the calibration sequences' length).")
 @click.option("--target", default="stm32f405", show_default=True,
               help="Board of the firmware project in OUT/firmware: stm32f405, stm32f746 or stm32l476.")
-def build(model: Path, calib, out: Path, force: bool, name: str, max_steps, target: str):
+@click.option("--layout", type=click.Choice(["fast", "compact"]), default="fast", show_default=True,
+              help="LSTM weights in flash: fast = int16 pairs fed straight to SMLAD (2x the weight bytes); "
+                   "compact = int8, for small parts.")
+def build(model: Path, calib, out: Path, force: bool, name: str, max_steps, target: str, layout: str):
     """Quantize MODEL; generate C into OUT/src and an STM32 firmware project into OUT/firmware.
 
     MODEL is a training run folder (kd2mcu train --out RUN); a float ONNX classifier (LSTM layers,
@@ -92,27 +95,27 @@ def build(model: Path, calib, out: Path, force: bool, name: str, max_steps, targ
     if model.is_dir():
         if calib is not None:
             raise UserError("--calib is not used with a training run: the run carries its calibration")
-        info = build_from_run(model, out, force, name, target)
+        info = build_from_run(model, out, force, name, target, layout)
         click.echo(f"built {out}/src from the training run {model} ({info['quantization'].get('method', 'post-training quantization')})")
         return
     if model.suffix == ".pt":
         if calib is None:
             raise UserError("--calib is required to quantize a student checkpoint: give an .npz with x (and lengths)")
-        info = build_from_checkpoint(model, calib, out, force, name, max_steps, target)
+        info = build_from_checkpoint(model, calib, out, force, name, max_steps, target, layout)
         click.echo(f"built {out}/src from {model}: int8 vs float argmax agreement "
                    f"{info['quantization']['argmax_agreement']:.2%}")
         return
     if model.suffix == ".json":
         if calib is not None:
             raise UserError("--calib is only for ONNX models: a model.json is already quantized")
-        build_from_intmodel(model, out, force, name, target)
+        build_from_intmodel(model, out, force, name, target, layout)
         click.echo(f"built {out}/src from {model}")
         return
     if model.suffix != ".onnx":
         raise UserError(f"{model}: expected a .onnx float model or an integer model.json")
     if calib is None:
         raise UserError("--calib is required to quantize an ONNX model: give an .npz with x (and lengths if padded)")
-    info = build_from_onnx(model, calib, out, force, name, max_steps, target=target)
+    info = build_from_onnx(model, calib, out, force, name, max_steps, target=target, layout=layout)
     q = info["quantization"]
     click.echo(f"built {out}/src from {model}: int8 vs float on {q['samples']} calibration samples: "
                f"argmax agreement {q['argmax_agreement']:.2%}, relative L2 error {q['relative_l2_error']:.4f}")
@@ -173,7 +176,9 @@ def sim(build_dir: Path, inputs: Path, opt: str, sanitize: bool, as_json: bool, 
               help="Data (.npz) to run; default: the test vectors baked into the firmware.")
 @click.option("--opt", default="-O2", show_default=True, help="arm-none-eabi-gcc optimization flag.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
-def emulate(build_dir: Path, inputs, opt: str, as_json: bool):
+@click.option("--portable", is_flag=True, help="Compile the portable C path (as for Cortex-M0+/M3) instead of the "
+                                               "DSP path.")
+def emulate(build_dir: Path, inputs, opt: str, as_json: bool, portable: bool):
     """Build BUILD_DIR/firmware for its target, run it in qemu-system-arm and check every output bit.
 
     Exits 0 only on a perfect match with the Python reference. Also measures instructions per
@@ -183,11 +188,12 @@ def emulate(build_dir: Path, inputs, opt: str, as_json: bool):
 
     if opt not in ("-O0", "-O1", "-O2", "-O3", "-Os"):
         raise UserError(f"--opt {opt}: use one of -O0, -O1, -O2, -O3, -Os")
-    result = run_emulate(build_dir, inputs, opt=opt)
+    result = run_emulate(build_dir, inputs, opt=opt, portable=portable)
     if as_json:
         click.echo(json.dumps(result))
     else:
-        click.echo(f"{result['samples']} samples on {result['machine']} ({result['target']}), "
+        click.echo(f"{result['samples']} samples on {result['machine']} ({result['target']}, "
+                   f"{result['kernel_path']} path), "
                    f"{result['mismatches']} mismatching; {result['instructions_per_inference']:,} instructions per "
                    f"inference; firmware flash {result['flash_bytes']:,} B, RAM {result['ram_bytes']:,} B")
         if result["first_mismatch"]:

@@ -78,37 +78,95 @@ def _summary(model: IntModel) -> str:
     return " -> ".join(parts) + f"; up to {model.max_steps} steps."
 
 
-def context(model: IntModel, name: str) -> dict:
+def pair_words(w: np.ndarray) -> np.ndarray:
+    """Weights [4 gates, H, n] in the fast layout of kd2mcu_int8.h: int32 words [H, groups, 4 gates, 2],
+    each word two int16 (hi * 65536 + (lo & 0xFFFF)); within a group of 4 columns the two words of a
+    gate hold columns (0, 2) and (1, 3), the order SXTB16 unpacks an int8 word into. Zero-padded."""
+    G, H, n = w.shape
+    groups = -(-n // 4)
+    padded = np.zeros((G, H, groups * 4), np.int64)
+    padded[:, :, :n] = w
+    quad = padded.reshape(G, H, groups, 4)
+    lo = quad[..., [0, 1]]
+    hi = quad[..., [2, 3]]
+    words = hi * 65536 + (lo & 0xFFFF)
+    return words.transpose(1, 2, 0, 3)  # [H, groups, gate, pair]
+
+
+def unpack_pairs(v: np.ndarray) -> np.ndarray:
+    """What kd2mcu_unpack writes for the vector v (already minus its zero point): the pair words."""
+    n = len(v)
+    groups = -(-n // 4)
+    padded = np.zeros(groups * 4, np.int64)
+    padded[:n] = v
+    quad = padded.reshape(groups, 4)
+    return (quad[:, [2, 3]] * 65536 + (quad[:, [0, 1]] & 0xFFFF)).reshape(-1)
+
+
+def fits_fast_rq(acc_bound: int, shift: int) -> bool:
+    """kd2mcu_rq_fast needs |acc| * 2^(max(shift, 0) + 1) < 2^31 for every reachable acc."""
+    return int(acc_bound) * 2 ** (max(int(shift), 0) + 1) < 2**31
+
+
+LAYOUTS = ("fast", "compact")
+
+
+def check_layout(layout: str) -> str:
+    if layout not in LAYOUTS:
+        raise UserError(f"unknown --layout {layout!r}: choose fast (int16 weight pairs for SMLAD, fastest) or "
+                        "compact (int8 weights, half the weight flash)")
+    return layout
+
+
+def context(model: IntModel, name: str, layout: str = "fast") -> dict:
+    check_layout(layout)
+    fast = layout == "fast"
     layers = []
     offset = 0
     for k, layer in enumerate(model.layers):
         H, I = layer.hidden_size, layer.input_size
         begin = offset
         dirs = []
+        z_x, z_h = layer.input.zero_point, layer.hidden.zero_point
+        h_span = max(abs(-128 - z_h), abs(127 - z_h))
+        fast_gates = True
         for dn, d in enumerate(layer.directions):
             g = [d.gates[n] for n in GATES]
             wx = np.stack([x.wx for x in g], axis=1).astype(np.int64)  # [H, 4, I]
             wh = np.stack([x.wh for x in g], axis=1).astype(np.int64)  # [H, 4, H]
-            bx = np.stack([x.bias for x in g], axis=1).astype(np.int64) - layer.input.zero_point * wx.sum(2)
-            bh = -layer.hidden.zero_point * wh.sum(2)
+            bx = np.stack([x.bias for x in g], axis=1).astype(np.int64) - z_x * wx.sum(2)
+            bh = -z_h * wh.sum(2)
+            # Largest |acc| a gate can reach: raw int8 input (|x| <= 128), h minus its zero point.
+            bound_x = (np.abs(bx) + 128 * np.abs(wx).sum(2)).max(0)
+            bound_h = (h_span * np.abs(wh).sum(2)).max(0)
+            fast_gates &= all(fits_fast_rq(bound_x[n], x.input_mult[1]) and fits_fast_rq(bound_h[n], x.hidden_mult[1])
+                              for n, x in enumerate(g))
             reverse = dn == 1 or layer.reverse
             label = "backward" if reverse else "forward"
             dirs.append({
                 "label": label, "reverse": reverse, "prefix": f"L{k}{label[0].upper()}",
                 "fn": f"{name}_layer{k}_{label}_step", "state_offset": offset, "output_offset": dn * H,
-                "wx": c_array(wx), "wh": c_array(wh), "bx": c_array(bx), "bh": c_array(bh),
+                "first_step": "steps - 1" if reverse else "0",
+                "w": c_array(np.concatenate([bx, pair_words(wx.transpose(1, 0, 2)).reshape(H, -1),
+                                             pair_words(wh.transpose(1, 0, 2)).reshape(H, -1)], axis=1)) if fast else "",
+                "wx": c_array(wx), "wh": c_array(wh),
+                "bx": c_array(bx), "bh": c_array(bh),
                 "gates": [{"name": n, "activation": "kd2mcu_tanh16" if n == "g" else "kd2mcu_sigmoid16",
                            "mx": c_int32(x.input_mult[0]), "sx": x.input_mult[1],
                            "mh": c_int32(x.hidden_mult[0]), "sh": x.hidden_mult[1]} for n, x in zip(GATES, g)],
             })
             offset += H
+        # The cell and hidden requantizations always take the fast path: |f * c|, |i * g|, |o * tanh| < 2^30
+        # and IntModel.validate() allows them no left shift.
         layers.append({
             "index": k, "input_size": I, "hidden": H, "output_width": layer.output_size, "directions": dirs,
+            "x_groups": -(-I // 4), "h_groups": -(-H // 4), "unit_words": 4 + 8 * (-(-I // 4) + -(-H // 4)),
             "state_begin": begin, "state_end": offset,
             "input_offset": begin - model.layers[k - 1].output_size if k else 0,
             "m_ig": c_int32(layer.input_to_cell[0]), "s_ig": layer.input_to_cell[1], "clip": layer.cell_clip,
             "tanh_shift": layer.cell_scale_power + 12, "m_h": c_int32(layer.hidden_out[0]),
-            "s_h": layer.hidden_out[1], "z_h": layer.hidden.zero_point,
+            "s_h": layer.hidden_out[1], "z_h": z_h,
+            "gate_pre": "kd2mcu_gate_pre_fast" if fast_gates else "kd2mcu_gate_pre",
         })
     hd = model.head
     head_w = hd.weight.astype(np.int64)
@@ -117,6 +175,7 @@ def context(model: IntModel, name: str) -> dict:
     streaming = model.streaming
     return {
         "version": __version__, "name": name, "NAME": name.upper(), "source": model.source or "(unnamed)",
+        "fast": fast, "layout": layout,
         "summary": _summary(model), "tokens": tokens, "streaming": streaming,
         "input_size": model.input_size, "max_steps": model.max_steps, "num_classes": model.num_classes,
         "state_size": offset,
@@ -144,11 +203,11 @@ def context(model: IntModel, name: str) -> dict:
     }
 
 
-def render(model: IntModel, name: str) -> dict[str, str]:
+def render(model: IntModel, name: str, layout: str = "fast") -> dict[str, str]:
     """The generated sources: file name -> text."""
     check_c_name(name)
     env = _environment()
-    ctx = context(model, name)
+    ctx = context(model, name, layout)
     lut = c_array(SIGMOID_LUT, per_line=12)
     return {
         KERNEL_HEADER: env.get_template("kd2mcu_int8.h.j2").render(version=__version__, lut=lut),
@@ -157,10 +216,10 @@ def render(model: IntModel, name: str) -> dict[str, str]:
     }
 
 
-def write_sources(model: IntModel, name: str, src_dir: Path) -> list[Path]:
+def write_sources(model: IntModel, name: str, src_dir: Path, layout: str = "fast") -> list[Path]:
     src_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for fname, text in sorted(render(model, name).items()):
+    for fname, text in sorted(render(model, name, layout).items()):
         p = src_dir / fname
         p.write_text(text)
         paths.append(p)

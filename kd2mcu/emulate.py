@@ -31,6 +31,15 @@ EMULATE_FILE = "emulate.json"
 BATCH_INPUT_BYTES = 256 * 1024  # test-vector data per firmware image
 
 
+PORTABLE_CFLAGS = "-DKD2MCU_PORTABLE"
+
+
+def board_has_dsp(board) -> bool:
+    """Cortex-M4, M7, M33 and M55 have the DSP extension (SMLAD & co.); M0, M0+ and M3 do not."""
+    cpu = next((f.split("=", 1)[1] for f in board.cpu_flags if f.startswith("-mcpu=")), "")
+    return cpu.split("+")[0] in ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m35p", "cortex-m55", "cortex-m85")
+
+
 def qemu_command(machine: str, elf: Path) -> list[str]:
     qemu = shutil.which("qemu-system-arm")
     if qemu is None:
@@ -107,7 +116,9 @@ def run_in_qemu(project: Path, model: IntModel, board, x_q: np.ndarray, lengths:
     return sim, instructions, source, sizes
 
 
-def emulate(build_dir, inputs=None, opt: str = "-O2", timeout: float = 600.0) -> dict:
+def emulate(build_dir, inputs=None, opt: str = "-O2", timeout: float = 600.0, portable: bool = False) -> dict:
+    """Run the build's firmware in QEMU on ``inputs`` (or its baked-in vectors) and compare every output
+    with the Python reference. ``portable``: compile the portable C path instead of the DSP path."""
     d = find_build(build_dir)
     model = IntModel.load(d / MODEL_FILE)
     info = read_build_info(d)
@@ -127,7 +138,8 @@ def emulate(build_dir, inputs=None, opt: str = "-O2", timeout: float = 600.0) ->
     N = len(x_q)
     lengths = np.full(N, x_q.shape[1], np.int64) if lengths is None else np.asarray(lengths, np.int64)
     ref = reference.run(model, x_q, lengths)
-    sim, instructions, source, sizes = run_in_qemu(project, model, board, x_q, lengths, opt, timeout)
+    sim, instructions, source, sizes = run_in_qemu(project, model, board, x_q, lengths, opt, timeout,
+                                                   extra_cflags=PORTABLE_CFLAGS if portable else "")
     mismatches, first = compare(ref, sim)
     hz = float(board.emulator["systick_hz"])
     per_inference = float(instructions.mean())
@@ -135,7 +147,8 @@ def emulate(build_dir, inputs=None, opt: str = "-O2", timeout: float = 600.0) ->
     result = {
         "build": str(d), "target": board.name, "machine": board.emulator["machine"], "samples": N,
         "mismatches": mismatches, "first_mismatch": None if first is None else str(first),
-        "compiler_flags": " ".join(board.cpu_flags) + f" {opt}",
+        "compiler_flags": " ".join(board.cpu_flags) + f" {opt}" + (f" {PORTABLE_CFLAGS}" if portable else ""),
+        "kernel_path": "portable C" if portable else "DSP (SMLAD)" if board_has_dsp(board) else "portable C",
         "instructions_per_inference": round(per_inference),
         "instructions_per_step": round(per_inference / max(total_steps, 1.0), 1),
         "measured_by": (f"SysTick at {hz / 1e6:g} MHz under qemu -icount shift=0 (1 instruction = 1 ns): "

@@ -34,9 +34,9 @@ def require_arm():
         pytest.skip(why)
 
 
-def write_build(model, folder: Path, name: str = "kd2mcu_model") -> Path:
+def write_build(model, folder: Path, name: str = "kd2mcu_model", layout: str = "fast") -> Path:
     """A build folder (model.json + src/) for an integer model, as `kd2mcu build model.json` writes."""
     from kd2mcu.build import _write
 
-    _write(model, {"name": name}, folder, force=True, name=name)
+    _write(model, {"name": name, "layout": layout}, folder, force=True, name=name)
     return folder

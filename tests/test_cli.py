@@ -59,10 +59,10 @@ def test_sim_reports_the_first_mismatch(feature_build, tmp_path):
     shutil.copytree(tmp / "build", tmp_path / "build")
     c_file = tmp_path / "build" / "src" / "kd2mcu_model.c"
     text = c_file.read_text()
-    start = text.index("L0F_WX[")
+    start = text.index("L0F_W[")
     start = text.index("{\n", start) + 6
-    first = text[start:text.index(",", start)]
-    c_file.write_text(text[:start] + str(127 if first != "127" else -127) + text[start + len(first):])
+    first = text[start:text.index(",", start)]  # the first unit's forget-gate bias
+    c_file.write_text(text[:start] + str(int(first) + 300000) + text[start + len(first):])
     proc = kd2mcu("sim", tmp_path / "build", "--inputs", tmp / "data.npz")
     assert proc.returncode == 1
     assert "first mismatch: sample" in proc.stdout and "reference" in proc.stdout and "C " in proc.stdout

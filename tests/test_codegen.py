@@ -73,7 +73,7 @@ def test_integer_path_has_no_float_and_no_allocation(kind, tmp_path):
     # the four gates of a unit are written out, not looped over
     c = (src / "kd2mcu_model.c").read_text()
     for gate in ("f", "i", "g", "o"):
-        assert re.search(rf"\n\s+{gate} = kd2mcu_(sigmoid|tanh)16\(kd2mcu_gate_pre\(", c)
+        assert re.search(rf"\n\s+{gate} = kd2mcu_(sigmoid|tanh)16\(kd2mcu_gate_pre(_fast)?\(", c)
 
 
 def test_model_names_are_checked():

@@ -90,8 +90,13 @@ def test_default_vectors_and_cli_json(tmp_path):
     assert report["macs_per_step"] == 4 * 32 * (6 + 32)
     assert report["instructions_per_inference"] == r["instructions_per_inference"]
     assert 0 < report["flash_code_bytes"] < 8192
-    weights = 4 * 32 * (6 + 32) + 2 * 4 * 32 * 4 + 4 * 32 + 4 * 4  # int8 weights, int32 biases, head
+    head = 4 * 32 + 4 * 4
+    weights = 32 * (4 + 8 * (2 + 8)) * 4 + head  # fast layout: 4 biases + pair words for 2 + 8 groups per unit
     assert weights - 4 * 4 <= report["flash_weight_bytes"] <= weights  # the head bias may fold into code
+    write_build(model, tmp_path / "c", layout="compact")
+    compact = json.loads(kd2mcu("report", tmp_path / "c", "--json").stdout)
+    weights = 4 * 32 * (6 + 32) + 2 * 4 * 32 * 4 + head  # int8 weights, int32 biases
+    assert weights - 4 * 4 <= compact["flash_weight_bytes"] <= weights
     assert report["ram_state_bytes"] == 32 + 2 * 32 and report["ram_static_buffer_bytes"] == 0
     text = kd2mcu("report", "b", cwd=tmp_path).stdout  # a relative build path, as the main job gives
     assert "instructions per MAC" in text and "flash: code" in text

@@ -1,4 +1,5 @@
-"""Property tests: random integer models x many inputs, generated C (host sim) vs Python reference.
+"""Property tests: random integer models x many inputs, generated C (host sim, the portable path)
+vs Python reference, for the fast and the compact weight layout.
 
 Zero mismatching bits at -O0 and -O2, and no sanitizer report under -fsanitize=address,undefined.
 """
@@ -54,14 +55,16 @@ def test_host_sim_matches_reference(index, tmp_path):
     shape = SHAPES[index]
     rng = np.random.default_rng(1000 + index)
     model = random_model(rng, shape)
-    build = write_build(model, tmp_path / "build")
+    fast = write_build(model, tmp_path / "fast")
+    compact = write_build(model, tmp_path / "compact", layout="compact")
     x, lengths = random_inputs(rng, model, N_INPUTS, shape.steps)
     ref = reference.run(model, x, lengths)
-    for opt, sanitize in (("-O0", False), ("-O2", False), ("-O1", True)):
+    for build, opt, sanitize in ((fast, "-O0", False), (fast, "-O2", False), (fast, "-O1", True),
+                                 (compact, "-O1", True)):
         exe = hostsim.compile_harness(build / "src", "kd2mcu_model", opt=opt, sanitize=sanitize)
         sim = hostsim.run_harness(exe, model, x, lengths)
         mismatches, first = hostsim.compare(ref, sim)
-        assert mismatches == 0, f"{opt} sanitize={sanitize}: {first}"
+        assert mismatches == 0, f"{build.name} {opt} sanitize={sanitize}: {first}"
         assert "runtime error" not in sim.stderr and "Sanitizer" not in sim.stderr, sim.stderr
         if model.streaming:
             streamed = hostsim.run_harness(exe, model, x, lengths, stream=True)

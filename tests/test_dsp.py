@@ -1,0 +1,161 @@
+"""The fast weight layout and the two C paths of kd2mcu_int8.h.
+
+The layout's pair words compute the right dot products; the generator picks the fast requantization
+only where its bound holds; and the DSP path (SMLAD, SMMULR, SSAT, run in QEMU), the portable path
+(KD2MCU_PORTABLE, in QEMU too) and both weight layouts all give the Python reference's bits.
+"""
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import require_arm, require_gcc, write_build
+from kd2mcu import codegen, firmware, hostsim, reference
+from kd2mcu.emulate import PORTABLE_CFLAGS, board_has_dsp, emulate
+from kd2mcu.random_model import ModelShape, random_inputs, random_model
+
+
+def _lo16(a):
+    return ((a & 0xFFFF) ^ 0x8000) - 0x8000
+
+
+def _hi16(a):
+    return a >> 16
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_pair_words_compute_the_gate_dot_products(seed):
+    """Summing lo*lo + hi*hi over a unit's words and the unpacked vector gives W @ v for every gate."""
+    rng = np.random.default_rng(seed)
+    n, H = int(rng.integers(1, 40)), int(rng.integers(1, 9))
+    w = rng.integers(-128, 128, size=(4, H, n))
+    v = rng.integers(-255, 256, size=n)  # h minus its zero point spans -255..255
+    words = codegen.pair_words(w)  # [H, groups, gate, pair]
+    pairs = codegen.unpack_pairs(v).reshape(-1, 2)  # [groups, pair]
+    assert words.shape == (H, -(-n // 4), 4, 2) and pairs.shape == (-(-n // 4), 2)
+    assert words.min() >= -(2**31) and words.max() < 2**31
+    acc = (_lo16(words) * _lo16(pairs)[None, :, None, :] + _hi16(words) * _hi16(pairs)[None, :, None, :]).sum((1, 3))
+    np.testing.assert_array_equal(acc.T, w @ v)
+
+
+def test_unpack_pairs_follows_the_sxtb16_order():
+    """(v0, v2) then (v1, v3): the halves SXTB16 and SXTB16 ROR 8 take from a little-endian int8 word."""
+    words = codegen.unpack_pairs(np.array([1, -2, 3, -4, 5]))
+    assert [(_lo16(p), _hi16(p)) for p in words] == [(1, 3), (-2, -4), (5, 0), (0, 0)]
+
+
+def _edge_model():
+    """A valid model that only the generic requantization may run: one forget-gate row has an effective
+    bias of 2^26 and its input product is shifted left by 4, inside validate()'s bound (|acc| * 2^S < 2^31)
+    but outside kd2mcu_rq_fast's (|acc| * 2^(S+1) < 2^31)."""
+    model = random_model(np.random.default_rng(4), ModelShape(input_size=12, hidden=16, steps=20))
+    layer = model.layers[0]
+    gate = layer.directions[0].gates["f"]
+    gate.bias[0] = 2**26 + layer.input.zero_point * int(gate.wx[0].astype(np.int64).sum())
+    gate.wx_scale = 12.0 * 2.0**-12 / layer.input.scale  # s_x * s_W / 2^-12 = 12 = 0.75 * 2^4
+    model.derive_multipliers().validate()
+    assert gate.input_mult[1] == 4
+    return model
+
+
+def test_fast_requantization_only_where_its_bound_holds():
+    assert codegen.fits_fast_rq(2**29, 0) and not codegen.fits_fast_rq(2**30, 0)
+    assert codegen.fits_fast_rq(2**27, 2) and not codegen.fits_fast_rq(2**28, 2)
+    for regime in ("small", "large"):  # realistic scales, and 'large' ones with left shifts, take the fast path
+        model = random_model(np.random.default_rng(3), ModelShape(input_size=32, hidden=64, steps=10, regime=regime))
+        c = codegen.render(model, "m")["m.c"]
+        assert "kd2mcu_gate_pre_fast(" in c and "kd2mcu_gate_pre(" not in c
+    c = codegen.render(_edge_model(), "m")["m.c"]
+    assert "kd2mcu_gate_pre(" in c and "kd2mcu_gate_pre_fast(" not in c
+
+
+def test_generic_requantization_is_bit_exact_on_the_host(tmp_path):
+    require_gcc()
+    model = _edge_model()
+    rng = np.random.default_rng(8)
+    x, lengths = random_inputs(rng, model, 64, 20)
+    ref = reference.run(model, x, lengths)
+    for layout in ("fast", "compact"):
+        build = write_build(model, tmp_path / layout, layout=layout)
+        exe = hostsim.compile_harness(build / "src", "kd2mcu_model", opt="-O1", sanitize=True)
+        sim = hostsim.run_harness(exe, model, x, lengths)
+        assert hostsim.compare(ref, sim)[0] == 0
+        assert "runtime error" not in sim.stderr and "Sanitizer" not in sim.stderr, sim.stderr
+
+
+def test_layouts_hold_the_same_weights_in_half_or_double_the_bytes():
+    model = random_model(np.random.default_rng(5), ModelShape(input_size=12, hidden=64, steps=10))
+    fast = codegen.render(model, "m", "fast")["m.c"]
+    compact = codegen.render(model, "m", "compact")["m.c"]
+    assert "static const int32_t L0F_W[64 * 156]" in fast  # 4 biases + 8 * (3 + 16) pair words per unit
+    assert "static const int8_t L0F_WX[64 * 4 * 12]" in compact and "static const int8_t L0F_WH[64 * 4 * 64]" in compact
+    with pytest.raises(Exception, match="unknown --layout 'wide'"):
+        codegen.render(model, "m", "wide")
+
+
+# Models for the two paths x two layouts in QEMU: input and hidden widths with every remainder mod 4,
+# bidirectional, stacked, tokens, and 'large' models that take the generic requantization.
+PATH_MODELS = [
+    ModelShape(input_size=6, hidden=32, steps=30, classes=4),
+    ModelShape(input_size=3, hidden=9, steps=25, classes=3, bidirectional=True),
+    ModelShape(input_size=5, hidden=10, steps=20, classes=6, layers=2, regime="large"),
+    ModelShape(input_size=7, hidden=15, steps=20, classes=5, vocab=40),
+    ModelShape(input_size=1, hidden=1, steps=12, classes=2, regime="large"),
+    ModelShape(input_size=12, hidden=20, steps=15, classes=4, reverse=True),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["fast", "compact"])
+@pytest.mark.parametrize("index", range(len(PATH_MODELS)))
+def test_dsp_and_portable_paths_match_the_reference_in_qemu(index, layout, tmp_path):
+    require_arm()
+    shape = PATH_MODELS[index]
+    rng = np.random.default_rng(700 + index)
+    model = random_model(rng, shape)
+    build = write_build(model, tmp_path / "b", layout=layout)
+    x, lengths = random_inputs(rng, model, 24, shape.steps)
+    if model.is_token_model:
+        np.savez(tmp_path / "d.npz", x=x.astype(np.int64), lengths=lengths)
+    else:
+        np.savez(tmp_path / "d.npz", x=((x.astype(np.float32) - model.input.zero_point) * np.float32(model.input.scale)),
+                 lengths=lengths)
+    for portable in (False, True):
+        result = emulate(build, tmp_path / "d.npz", portable=portable)
+        assert result["samples"] == 24
+        assert result["mismatches"] == 0, f"portable={portable}: {result['first_mismatch']}"
+        assert result["kernel_path"] == ("portable C" if portable else "DSP (SMLAD)")
+
+
+@pytest.mark.slow
+def test_generic_requantization_is_bit_exact_in_qemu(tmp_path):
+    require_arm()
+    model = _edge_model()
+    x, lengths = random_inputs(np.random.default_rng(9), model, 16, 20)
+    np.savez(tmp_path / "d.npz", x=((x.astype(np.float32) - model.input.zero_point) * np.float32(model.input.scale)),
+             lengths=lengths)
+    build = write_build(model, tmp_path / "b")
+    for portable in (False, True):
+        result = emulate(build, tmp_path / "d.npz", portable=portable)
+        assert result["mismatches"] == 0, f"portable={portable}: {result['first_mismatch']}"
+
+
+def _disassembly(project, extra_cflags):
+    elf = firmware.make(project, emulate=True, opt="-O2", extra_cflags=extra_cflags)
+    text = subprocess.run(["arm-none-eabi-objdump", "-d", str(elf)], capture_output=True, text=True, check=True).stdout
+    subprocess.run(["make", "-s", "-C", str(project), "clean"], check=True)
+    return text
+
+
+def test_the_dsp_path_is_the_one_compiled_for_cortex_m4(tmp_path):
+    """On the Cortex-M4 the model code uses SMLAD and SMMULR; KD2MCU_PORTABLE compiles without them."""
+    require_arm()
+    assert board_has_dsp(firmware.load_board("stm32f405"))
+    model = random_model(np.random.default_rng(6), ModelShape(input_size=6, hidden=16, steps=10))
+    project = write_build(model, tmp_path / "b") / "firmware"
+    dsp = _disassembly(project, "")
+    portable = _disassembly(project, PORTABLE_CFLAGS)
+    assert "\tsmlad\t" in dsp and "\tsmmulr\t" in dsp and "\tssat\t" in dsp
+    assert "\tsmlad\t" not in portable and "\tsmmulr\t" not in portable
