@@ -1,12 +1,16 @@
 """Benchmark on the emulated Cortex-M4: the LSTM sizes S1-S4 of the speed issue, built for the
 stm32f405 with arm-none-eabi-gcc (-mcpu=cortex-m4 -mthumb -mfloat-abi=hard -mfpu=fpv4-sp-d16) and
-run in QEMU's netduinoplus2. Prints instructions per inference, per step and per MAC, code, weight
-and RAM bytes, and CMSIS-NN's arm_lstm_unidirectional_s8 figures beside them.
+run in QEMU's netduinoplus2, every output compared bit for bit with the Python reference.
 
 Instructions: SysTick at 168 MHz under -icount shift=0 (1 instruction = 1 ns of virtual time), so
-instructions = ticks x 5.952; the count covers the whole kd2mcu_model_run call (LSTM and head).
+instructions = ticks x 5.952; the count covers the whole kd2mcu_model_run call (LSTM and head),
+state starting at zero. Cycles: an estimate for a zero-wait-state Cortex-M4, from QEMU's execution
+trace of one inference and the TRM's cost per instruction class (see benchmarks/m4_cycles.py).
 
-Run: .venv/bin/python benchmarks/bench_mcu.py [--opt -O2] [--samples 3]
+The first table is the default build (fast layout, DSP path, -O2). The second shows the options:
+-Os, the compact int8 layout, and the portable C path (what a Cortex-M3 or M0+ runs).
+
+Run: .venv/bin/python benchmarks/bench_mcu.py [--samples 3] [--sizes S1,S2,S3,S4] [--no-options]
 """
 from __future__ import annotations
 
@@ -18,53 +22,94 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # size: (inputs, hidden, steps, CMSIS-NN instructions per inference: C path, with inline-asm requantization)
 SIZES = {"S1": (6, 32, 100, 2_828_189, 2_503_001), "S2": (12, 64, 29, 2_035_107, 1_888_008),
          "S3": (64, 128, 50, 12_507_501, 12_002_567), "S4": (3, 8, 50, 325_759, 283_562)}
+CODE_TARGET = 8192  # bytes of model code (no weights) for S3 at -O2
+# (label, layout, optimization, portable C path)
+DEFAULT = ("fast, DSP, -O2", "fast", "-O2", False)
+OPTIONS = [("fast, DSP, -Os", "fast", "-Os", False), ("compact, DSP, -O2", "compact", "-O2", False),
+           ("compact, DSP, -Os", "compact", "-Os", False), ("fast, portable C, -O2", "fast", "-O2", True)]
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--opt", default="-O2")
-    ap.add_argument("--samples", type=int, default=3)
-    ap.add_argument("--sizes", default="S1,S2,S3,S4")
-    args = ap.parse_args()
+def _table(head, rows):
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    return "\n".join("  ".join(str(c).rjust(w) for c, w in zip(r, widths))
+                     for r in [head, ["-" * w for w in widths]] + rows)
 
+
+def measure(key, variant, samples):
+    import m4_cycles
     from kd2mcu import firmware, reference
     from kd2mcu.build import _write
-    from kd2mcu.emulate import run_in_qemu
+    from kd2mcu.emulate import PORTABLE_CFLAGS, run_in_qemu
     from kd2mcu.hostsim import compare
     from kd2mcu.random_model import ModelShape, random_model
     from kd2mcu.report import footprint, macs
 
+    _, layout, opt, portable = variant
+    I, H, T, _, _ = SIZES[key]
     board = firmware.load_board("stm32f405")
-    rows = []
-    for key in args.sizes.split(","):
+    rng = np.random.default_rng(1)
+    model = random_model(rng, ModelShape(input_size=I, hidden=H, steps=T, classes=4))
+    cflags = PORTABLE_CFLAGS if portable else ""
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp) / "b"
+        _write(model, {"name": "kd2mcu_model", "layout": layout}, d, True, "kd2mcu_model", board)
+        x = rng.integers(-128, 128, size=(samples, T, I)).astype(np.int8)
+        lengths = np.full(samples, T)
+        sim, instr, _, _ = run_in_qemu(d / "firmware", model, board, x, lengths, opt, extra_cflags=cflags)
+        mism, first = compare(reference.run(model, x, lengths), sim)
+        fp = footprint(d, opt, tuple(cflags.split()))
+        cyc = m4_cycles.estimate(d / "firmware", model, board, x[:1], lengths[:1], opt, "kd2mcu_model_run", cflags)
+    n = float(np.mean(instr))
+    if abs(cyc["instructions"] - instr[0]) > 0.01 * instr[0] + 20:  # the trace must see what SysTick counted
+        raise RuntimeError(f"{key}: traced {cyc['instructions']:,.0f} instructions, SysTick {instr[0]:,.0f}")
+    return {"n": n, "macs": macs(model)["macs_per_step"] * T, "T": T, "cycles": cyc["cycles"],
+            "code": fp["flash_code_bytes"], "weights": fp["flash_weight_bytes"], "ram": fp["ram_total_bytes"],
+            "stack": fp["ram_stack_bytes"], "exact": "yes" if mism == 0 else f"NO ({first})"}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--samples", type=int, default=3)
+    ap.add_argument("--sizes", default="S1,S2,S3,S4")
+    ap.add_argument("--no-options", action="store_true", help="Only the default build.")
+    args = ap.parse_args()
+    keys = args.sizes.split(",")
+    for k in keys:
+        if k not in SIZES:
+            ap.error(f"unknown size {k}: choose from {', '.join(SIZES)}")
+
+    rows, option_rows = [], []
+    for key in keys:
         I, H, T, cmsis_c, cmsis_asm = SIZES[key]
-        rng = np.random.default_rng(1)
-        model = random_model(rng, ModelShape(input_size=I, hidden=H, steps=T, classes=4))
-        with tempfile.TemporaryDirectory() as tmp:
-            d = Path(tmp) / "b"
-            _write(model, {"name": "kd2mcu_model"}, d, True, "kd2mcu_model", board)
-            x = rng.integers(-128, 128, size=(args.samples, T, I)).astype(np.int8)
-            lengths = np.full(args.samples, T)
-            sim, instr, source, sizes = run_in_qemu(d / "firmware", model, board, x, lengths, args.opt)
-            mism, first = compare(reference.run(model, x, lengths), sim)
-            fp = footprint(d, args.opt)
-        n = float(np.mean(instr))
-        m = macs(model)
-        rows.append([key, f"{I}/{H}/{T}", f"{n:,.0f}", f"{n / T:,.0f}", f"{n / (m['macs_per_step'] * T):.2f}",
-                     f"{fp['flash_code_bytes']:,}", f"{fp['flash_weight_bytes']:,}", f"{fp['ram_total_bytes']:,}",
-                     f"{cmsis_asm:,}", f"{n / cmsis_asm:.2f}", f"{cmsis_asm / 2:,.0f}",
-                     "yes" if mism == 0 else f"NO ({first})"])
-    head = ["size", "I/H/T", "instr/inference", "instr/step", "instr/MAC", "code B", "weights B", "RAM B",
-            "CMSIS-NN instr", "ratio", "target (1/2)", "bit-exact"]
-    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
-    print(f"stm32f405 (QEMU netduinoplus2), arm-none-eabi-gcc {args.opt}, {args.samples} sequences each, "
-          "instructions from SysTick under -icount shift=0, whole run call (LSTM + head)")
-    for r in [head, ["-" * w for w in widths]] + rows:
-        print("  ".join(str(c).rjust(w) for c, w in zip(r, widths)))
+        m = measure(key, DEFAULT, args.samples)
+        code = f"{m['code']:,}" + (f" (<= {CODE_TARGET:,})" if key == "S3" else "")
+        rows.append([key, f"{I}/{H}/{T}", f"{m['n']:,.0f}", f"{m['n'] / T:,.0f}", f"{m['n'] / m['macs']:.2f}",
+                     f"{m['cycles']:,.0f}", f"{m['cycles'] / m['n']:.2f}", code, f"{m['weights']:,}",
+                     f"{m['ram']:,}", f"{cmsis_asm:,}", f"{m['n'] / cmsis_asm:.2f}", f"{cmsis_asm / 2:,.0f}",
+                     "yes" if m["n"] <= cmsis_asm / 2 else "NO", m["exact"]])
+        if not args.no_options:
+            for variant in OPTIONS:
+                o = measure(key, variant, args.samples)
+                option_rows.append([key, variant[0], f"{o['n']:,.0f}", f"{o['n'] / m['macs']:.2f}",
+                                    f"{o['cycles']:,.0f}", f"{o['code']:,}", f"{o['weights']:,}", f"{o['ram']:,}",
+                                    f"{o['n'] / cmsis_asm:.2f}", o["exact"]])
+    print(f"stm32f405 (QEMU netduinoplus2), arm-none-eabi-gcc, {args.samples} random sequences per size. "
+          "Default build: fast layout, DSP path, -O2.")
+    print("instr: SysTick under -icount shift=0, whole run call (LSTM + head), state from zero. "
+          "cycles: zero-wait-state Cortex-M4 estimate (m4_cycles.py).")
+    print("CMSIS-NN: arm_lstm_unidirectional_s8 with inline-asm requantization, same compiler, flags and emulator.")
+    print(_table(["size", "I/H/T", "instr/inference", "instr/step", "instr/MAC", "est. cycles", "cycles/instr",
+                  "code B", "weights B", "RAM B", "CMSIS-NN instr", "ratio", "target (1/2)", "met", "bit-exact"],
+                 rows))
+    if option_rows:
+        print("\nOptions (kd2mcu build --layout compact; -Os; KD2MCU_PORTABLE = the path for cores without DSP):")
+        print(_table(["size", "build", "instr/inference", "instr/MAC", "est. cycles", "code B", "weights B", "RAM B",
+                      "ratio to CMSIS-NN", "bit-exact"], option_rows))
 
 
 if __name__ == "__main__":

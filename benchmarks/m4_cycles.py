@@ -1,8 +1,8 @@
 """Estimated Cortex-M4 cycles of the model code, from an execution trace in QEMU and a cost model.
 
 QEMU runs the firmware with ``-d in_asm,exec,nochain``: every translated block's instructions are
-logged once, and every execution of a block once more. Each executed instruction inside the model's
-functions (symbols starting with the model name) is charged by instruction class, after the
+logged once, and every execution of a block once more. Each instruction executed from the entry of
+the model's run function until the return to its caller is charged by instruction class, after the
 Cortex-M4 TRM's table of instruction timings (zero wait states):
 
   ALU, MOV, shifts, MUL/MLA, SMLAD, SMMULR, SSAT, SXTB16, IT ........ 1
@@ -25,8 +25,6 @@ import subprocess
 import tempfile
 from collections import Counter
 from pathlib import Path
-
-import numpy as np
 
 BRANCH_REFILL = 2
 _IN_LINE = re.compile(r"^0x([0-9a-f]+):\s+([0-9a-f]+(?: [0-9a-f]+)?)\s+(\S+)\s*(.*)$")
@@ -83,48 +81,36 @@ def _is_single_mem(mnemonic: str) -> bool:
     return m.startswith(("ldr", "str")) and not m.startswith(("ldrd", "strd", "ldm", "stm"))
 
 
-def model_ranges(elf: Path, prefix: str) -> list[tuple[int, int]]:
+def _symbol(elf: Path, name: str) -> tuple[int, int]:
     out = subprocess.run(["arm-none-eabi-nm", "-S", "--defined-only", str(elf)], capture_output=True, text=True,
                          check=True).stdout
-    ranges = []
     for line in out.splitlines():
         parts = line.split()
-        if len(parts) == 4 and parts[2] in "tT" and parts[3].startswith(prefix):
-            start, size = int(parts[0], 16) & ~1, int(parts[1], 16)
-            ranges.append((start, start + size))
-    return sorted(ranges)
+        if len(parts) == 4 and parts[3] == name:
+            start = int(parts[0], 16) & ~1
+            return start, start + int(parts[1], 16)
+    raise RuntimeError(f"{name} not found in {elf}")
 
 
-def trace_cycles(qemu_cmd: list[str], elf: Path, prefix: str, inferences: int, timeout: float = 900.0) -> dict:
-    """Run ``qemu_cmd`` (which boots ``elf``) with execution tracing and charge the model's instructions."""
-    ranges = model_ranges(elf, prefix)
-    starts = np.array([r[0] for r in ranges])
-    ends = np.array([r[1] for r in ranges])
-
-    def inside(pc: int) -> bool:
-        k = np.searchsorted(starts, pc, side="right") - 1
-        return k >= 0 and pc < ends[k]
-
+def trace_cycles(qemu_cmd: list[str], elf: Path, entry: str, inferences: int, timeout: float = 900.0) -> dict:
+    """Run ``qemu_cmd`` (which boots ``elf``) with execution tracing and charge every instruction executed
+    from the entry of the function ``entry`` until control is back in its caller (helpers, libc and
+    interrupts in between included, as the SysTick count includes them)."""
+    entry_pc = _symbol(elf, entry)[0]
     with tempfile.TemporaryDirectory(prefix="kd2mcu-trace-") as tmp:
         log = Path(tmp) / "trace.log"
-        cmd = [c for c in qemu_cmd]
+        cmd = list(qemu_cmd)
         cmd[1:1] = ["-d", "in_asm,exec,nochain", "-D", str(log)]
         subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
         blocks: dict[int, list] = {}
-        executed: Counter = Counter()
-        transitions: Counter = Counter()
+        sequence: list[int] = []
         current = None
-        prev_pc = None
         with open(log) as f:
             for line in f:
                 if line.startswith("Trace "):
                     m = _EXEC_LINE.match(line)
                     if m:
-                        pc = int(m.group(1), 16)
-                        executed[pc] += 1
-                        if prev_pc is not None:
-                            transitions[(prev_pc, pc)] += 1
-                        prev_pc = pc
+                        sequence.append(int(m.group(1), 16))
                     current = None
                 elif line.startswith("IN:"):
                     current = []
@@ -132,35 +118,48 @@ def trace_cycles(qemu_cmd: list[str], elf: Path, prefix: str, inferences: int, t
                     m = _IN_LINE.match(line.strip())
                     if m:
                         pc = int(m.group(1), 16)
-                        size = len(m.group(2).replace(" ", "")) // 2
                         if not current:
                             blocks[pc] = current
-                        current.append((pc, size, m.group(3), m.group(4)))
+                        current.append((pc, len(m.group(2).replace(" ", "")) // 2, m.group(3), m.group(4)))
                     elif not line.strip():
                         current = None
+    transitions: Counter = Counter()
+    calls = 0
+    k = 0
+    while k < len(sequence):
+        if sequence[k] != entry_pc:
+            k += 1
+            continue
+        # the caller's return address: the instruction after the block that branched here
+        caller = blocks[sequence[k - 1]][-1]
+        back = caller[0] + caller[1]
+        calls += 1
+        while k + 1 < len(sequence) and sequence[k + 1] != back:
+            transitions[(sequence[k], sequence[k + 1])] += 1
+            k += 1
+        if k + 1 < len(sequence):
+            transitions[(sequence[k], sequence[k + 1])] += 1
+        k += 1
     cycles = 0
     instructions = 0
     classes: Counter = Counter()
     for (src, dst), n in transitions.items():
-        block = blocks.get(src)
-        if not block:
-            continue
+        block = blocks[src]
         last_pc, last_size = block[-1][0], block[-1][1]
         taken_last = dst != last_pc + last_size
         after = False
-        for k, (pc, size, mnem, ops) in enumerate(block):
-            c = cost(mnem, ops, taken_last and k == len(block) - 1, after)
+        for j, (pc, size, mnem, ops) in enumerate(block):
+            cycles += cost(mnem, ops, taken_last and j == len(block) - 1, after) * n
             after = _is_single_mem(mnem)
-            if inside(pc):
-                cycles += c * n
-                instructions += n
-                classes[_base(mnem)] += n
+            instructions += n
+            classes[_base(mnem)] += n
+    if calls != inferences:
+        raise RuntimeError(f"traced {calls} calls of {entry}, expected {inferences}")
     return {"cycles": cycles / inferences, "instructions": instructions / inferences,
-            "cycles_per_instruction": cycles / max(instructions, 1),
-            "top_classes": classes.most_common(8)}
+            "cycles_per_instruction": cycles / max(instructions, 1), "top_classes": classes.most_common(8)}
 
 
-def estimate(project: Path, model, board, x_q, lengths, opt: str, prefix: str, extra_cflags: str = "") -> dict:
+def estimate(project: Path, model, board, x_q, lengths, opt: str, entry: str, extra_cflags: str = "") -> dict:
     """Build the firmware for ``x_q`` and estimate the model's cycles per inference."""
     from kd2mcu.emulate import qemu_command, set_vectors
     from kd2mcu.firmware import make
@@ -170,4 +169,4 @@ def estimate(project: Path, model, board, x_q, lengths, opt: str, prefix: str, e
         shutil.copytree(project, work, ignore=shutil.ignore_patterns("build"))
         set_vectors(model, work, x_q, lengths)
         elf = make(work, emulate=True, opt=opt, extra_cflags=extra_cflags)
-        return trace_cycles(qemu_command(board.emulator["machine"], elf), elf, prefix, len(x_q))
+        return trace_cycles(qemu_command(board.emulator["machine"], elf), elf, entry, len(x_q))

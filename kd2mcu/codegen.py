@@ -16,7 +16,7 @@ import numpy as np
 from . import __version__
 from .errors import UserError
 from .intmodel import GATES, IntModel
-from .qmath import SIGMOID_LUT
+from .qmath import activation_tables
 from .resources import resource_dir
 
 KERNEL_HEADER = "kd2mcu_int8.h"
@@ -93,6 +93,19 @@ def pair_words(w: np.ndarray) -> np.ndarray:
     return words.transpose(1, 2, 0, 3)  # [H, groups, gate, pair]
 
 
+def compact_words(w: np.ndarray) -> np.ndarray:
+    """Weights [4 gates, H, n] in the compact layout of kd2mcu_int8.h: int32 words [H, groups, 4 gates],
+    each word the int8 weights of 4 consecutive columns, column 4q + k in byte k. Zero-padded."""
+    G, H, n = w.shape
+    groups = -(-n // 4)
+    padded = np.zeros((G, H, groups * 4), np.int64)
+    padded[:, :, :n] = w
+    b = padded.reshape(G, H, groups, 4) & 0xFF
+    words = b[..., 0] | (b[..., 1] << 8) | (b[..., 2] << 16) | (b[..., 3] << 24)
+    words = np.where(words >= 2**31, words - 2**32, words)
+    return words.transpose(1, 2, 0)  # [H, groups, gate]
+
+
 def unpack_pairs(v: np.ndarray) -> np.ndarray:
     """What kd2mcu_unpack writes for the vector v (already minus its zero point): the pair words."""
     n = len(v)
@@ -121,6 +134,8 @@ def check_layout(layout: str) -> str:
 def context(model: IntModel, name: str, layout: str = "fast") -> dict:
     check_layout(layout)
     fast = layout == "fast"
+    words = pair_words if fast else compact_words
+    group_words = 8 if fast else 4
     layers = []
     offset = 0
     for k, layer in enumerate(model.layers):
@@ -135,7 +150,6 @@ def context(model: IntModel, name: str, layout: str = "fast") -> dict:
             wx = np.stack([x.wx for x in g], axis=1).astype(np.int64)  # [H, 4, I]
             wh = np.stack([x.wh for x in g], axis=1).astype(np.int64)  # [H, 4, H]
             bx = np.stack([x.bias for x in g], axis=1).astype(np.int64) - z_x * wx.sum(2)
-            bh = -z_h * wh.sum(2)
             # Largest |acc| a gate can reach: raw int8 input (|x| <= 128), h minus its zero point.
             bound_x = (np.abs(bx) + 128 * np.abs(wx).sum(2)).max(0)
             bound_h = (h_span * np.abs(wh).sum(2)).max(0)
@@ -147,10 +161,8 @@ def context(model: IntModel, name: str, layout: str = "fast") -> dict:
                 "label": label, "reverse": reverse, "prefix": f"L{k}{label[0].upper()}",
                 "fn": f"{name}_layer{k}_{label}_step", "state_offset": offset, "output_offset": dn * H,
                 "first_step": "steps - 1" if reverse else "0",
-                "w": c_array(np.concatenate([bx, pair_words(wx.transpose(1, 0, 2)).reshape(H, -1),
-                                             pair_words(wh.transpose(1, 0, 2)).reshape(H, -1)], axis=1)) if fast else "",
-                "wx": c_array(wx), "wh": c_array(wh),
-                "bx": c_array(bx), "bh": c_array(bh),
+                "w": c_array(np.concatenate([bx, words(wx.transpose(1, 0, 2)).reshape(H, -1),
+                                             words(wh.transpose(1, 0, 2)).reshape(H, -1)], axis=1)),
                 "gates": [{"name": n, "activation": "kd2mcu_tanh16" if n == "g" else "kd2mcu_sigmoid16",
                            "mx": c_int32(x.input_mult[0]), "sx": x.input_mult[1],
                            "mh": c_int32(x.hidden_mult[0]), "sh": x.hidden_mult[1]} for n, x in zip(GATES, g)],
@@ -160,7 +172,8 @@ def context(model: IntModel, name: str, layout: str = "fast") -> dict:
         # and IntModel.validate() allows them no left shift.
         layers.append({
             "index": k, "input_size": I, "hidden": H, "output_width": layer.output_size, "directions": dirs,
-            "x_groups": -(-I // 4), "h_groups": -(-H // 4), "unit_words": 4 + 8 * (-(-I // 4) + -(-H // 4)),
+            "x_groups": -(-I // 4), "h_groups": -(-H // 4), "unit_words": 4 + group_words * (-(-I // 4) + -(-H // 4)),
+            "group_words": group_words, "mac": "kd2mcu_mac4" if fast else "kd2mcu_mac4_compact",
             "state_begin": begin, "state_end": offset,
             "input_offset": begin - model.layers[k - 1].output_size if k else 0,
             "m_ig": c_int32(layer.input_to_cell[0]), "s_ig": layer.input_to_cell[1], "clip": layer.cell_clip,
@@ -208,9 +221,10 @@ def render(model: IntModel, name: str, layout: str = "fast") -> dict[str, str]:
     check_c_name(name)
     env = _environment()
     ctx = context(model, name, layout)
-    lut = c_array(SIGMOID_LUT, per_line=12)
+    sigmoid, tanh = activation_tables()
+    tables = {"sigmoid_table": c_array(sigmoid, per_line=8), "tanh_table": c_array(tanh, per_line=8)}
     return {
-        KERNEL_HEADER: env.get_template("kd2mcu_int8.h.j2").render(version=__version__, lut=lut),
+        KERNEL_HEADER: env.get_template("kd2mcu_int8.h.j2").render(version=__version__, **tables),
         f"{name}.h": env.get_template("model.h.j2").render(**ctx),
         f"{name}.c": env.get_template("model.c.j2").render(**ctx),
     }

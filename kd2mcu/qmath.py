@@ -104,6 +104,23 @@ def tanh16(pre, shift: int = 0):
     return out
 
 
+def activation_tables() -> tuple[np.ndarray, np.ndarray]:
+    """The generated C's form of the shared table: for k = 0..255, pairs (base, slope) with
+    sigmoid16 = x >= 0 ? q : 32768 - q, q = (base + (|x| & 0x1FF) * slope) >> 10, k = min(|x| >> 9, 255);
+    tanh16    = x >= 0 ? q : -q,        q = (base + (|x| & 0xFF) * slope) >> 8,   k = min(|x| >> 8, 255).
+    The rounding constants are folded into the bases, the saturation into entry 255 (slope 0), and
+    the negative half follows from (2^25 - r + 2^9 - 1) >> 10 = 2^15 - ((r + 2^9) >> 10) and
+    (2^23 - r + 2^7 - 1) >> 8 = -((r - 2^23 + 2^7) >> 8). Equal to sigmoid16 / tanh16 for every input."""
+    T = SIGMOID_LUT.astype(np.int64)
+    slope = np.zeros(256, np.int64)
+    slope[:255] = T[1:] - T[:255]
+    sig = (T << 9) + (1 << 9)
+    sig[255] = (0x7FFF << 10) + (1 << 9)
+    tanh = (T << 8) - (1 << 23) + (1 << 7)
+    tanh[255] = (0xFFFF << 8) - (1 << 23) + (1 << 7)
+    return np.stack([sig, slope], 1), np.stack([tanh, slope], 1)
+
+
 def quantize_float(x, inv_scale: float, zero_point: int):
     """Float samples to int8 exactly as the generated C helper does it, in float32.
 

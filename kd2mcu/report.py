@@ -27,7 +27,7 @@ def macs(model: IntModel) -> dict:
             "macs_per_inference_at_max_steps": per_step * model.max_steps + head}
 
 
-def footprint(build_dir: Path, opt: str = "-O2") -> dict:
+def footprint(build_dir: Path, opt: str = "-O2", extra_cflags: tuple = ()) -> dict:
     d = Path(build_dir).resolve()  # the compiler runs in a temporary folder
     model = IntModel.load(d / MODEL_FILE)
     name = model_name(d)
@@ -36,7 +36,7 @@ def footprint(build_dir: Path, opt: str = "-O2") -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         obj = Path(tmp) / "model.o"
         subprocess.run([gcc, *board.cpu_flags, "-std=c99", opt, "-ffunction-sections", "-fdata-sections",
-                        "-fstack-usage", "-I", str(d / SRC_DIR), "-c", str(d / SRC_DIR / f"{name}.c"), "-o", str(obj)],
+                        "-fstack-usage", *extra_cflags, "-I", str(d / SRC_DIR), "-c", str(d / SRC_DIR / f"{name}.c"), "-o", str(obj)],
                        check=True, capture_output=True, cwd=tmp)
         symbols = subprocess.run([nm, "-S", "--size-sort", str(obj)], capture_output=True, text=True,
                                  check=True).stdout.splitlines()
@@ -52,7 +52,7 @@ def footprint(build_dir: Path, opt: str = "-O2") -> dict:
             sizes["code"] += size
         elif kind in "rR":
             sizes["constants"] += size
-            if _sym != "kd2mcu_sigmoid_lut":  # weights, embedding, effective biases
+            if _sym not in ("kd2mcu_sigmoid_table", "kd2mcu_tanh_table"):  # weights, embedding, biases
                 sizes["weights"] += size
         elif kind in "bBdD":
             sizes["static_ram"] += size

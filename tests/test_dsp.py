@@ -40,6 +40,23 @@ def test_pair_words_compute_the_gate_dot_products(seed):
     np.testing.assert_array_equal(acc.T, w @ v)
 
 
+@pytest.mark.parametrize("seed", range(30))
+def test_compact_words_unpacked_with_sxtb16_compute_the_gate_dot_products(seed):
+    """SXTB16 (bytes 0, 2) against the pair (v0, v2) plus SXTB16 ROR 8 (bytes 1, 3) against (v1, v3) is W @ v."""
+    rng = np.random.default_rng(100 + seed)
+    n, H = int(rng.integers(1, 40)), int(rng.integers(1, 9))
+    w = rng.integers(-128, 128, size=(4, H, n))
+    v = rng.integers(-255, 256, size=n)
+    words = codegen.compact_words(w)  # [H, groups, gate]
+    assert words.min() >= -(2**31) and words.max() < 2**31
+    u = words.astype(np.int64) & 0xFFFFFFFF
+    byte = [((u >> (8 * k)) & 0xFF ^ 0x80) - 0x80 for k in range(4)]
+    pairs = codegen.unpack_pairs(v).reshape(-1, 2)
+    p0, p1 = pairs[:, 0][None, :, None], pairs[:, 1][None, :, None]
+    acc = (byte[0] * _lo16(p0) + byte[2] * _hi16(p0) + byte[1] * _lo16(p1) + byte[3] * _hi16(p1)).sum(1)
+    np.testing.assert_array_equal(acc.T, w @ v)
+
+
 def test_unpack_pairs_follows_the_sxtb16_order():
     """(v0, v2) then (v1, v3): the halves SXTB16 and SXTB16 ROR 8 take from a little-endian int8 word."""
     words = codegen.unpack_pairs(np.array([1, -2, 3, -4, 5]))
@@ -90,7 +107,7 @@ def test_layouts_hold_the_same_weights_in_half_or_double_the_bytes():
     fast = codegen.render(model, "m", "fast")["m.c"]
     compact = codegen.render(model, "m", "compact")["m.c"]
     assert "static const int32_t L0F_W[64 * 156]" in fast  # 4 biases + 8 * (3 + 16) pair words per unit
-    assert "static const int8_t L0F_WX[64 * 4 * 12]" in compact and "static const int8_t L0F_WH[64 * 4 * 64]" in compact
+    assert "static const int32_t L0F_W[64 * 80]" in compact  # 4 biases + 4 * (3 + 16) int8 words per unit
     with pytest.raises(Exception, match="unknown --layout 'wide'"):
         codegen.render(model, "m", "wide")
 
@@ -122,10 +139,11 @@ def test_dsp_and_portable_paths_match_the_reference_in_qemu(index, layout, tmp_p
     else:
         np.savez(tmp_path / "d.npz", x=((x.astype(np.float32) - model.input.zero_point) * np.float32(model.input.scale)),
                  lengths=lengths)
-    for portable in (False, True):
-        result = emulate(build, tmp_path / "d.npz", portable=portable)
+    runs = [("-O2", False), ("-O2", True)] + ([("-O0", False)] if index == 0 else [])  # -O0: intrinsics, no asm
+    for opt, portable in runs:
+        result = emulate(build, tmp_path / "d.npz", opt=opt, portable=portable)
         assert result["samples"] == 24
-        assert result["mismatches"] == 0, f"portable={portable}: {result['first_mismatch']}"
+        assert result["mismatches"] == 0, f"{opt} portable={portable}: {result['first_mismatch']}"
         assert result["kernel_path"] == ("portable C" if portable else "DSP (SMLAD)")
 
 
@@ -159,3 +177,55 @@ def test_the_dsp_path_is_the_one_compiled_for_cortex_m4(tmp_path):
     portable = _disassembly(project, PORTABLE_CFLAGS)
     assert "\tsmlad\t" in dsp and "\tsmmulr\t" in dsp and "\tssat\t" in dsp
     assert "\tsmlad\t" not in portable and "\tsmmulr\t" not in portable
+
+
+def test_c_activations_and_requantization_match_python_for_every_input(tmp_path):
+    """kd2mcu_int8.h's sigmoid16 / tanh16 on all int16 inputs and the shifts models use, and
+    kd2mcu_rq_fast against kd2mcu_rq and qmath.rq on bounded accumulators (portable path, UBSan)."""
+    require_gcc()
+    from kd2mcu import qmath
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / codegen.KERNEL_HEADER).write_text(codegen.render(
+        random_model(np.random.default_rng(1), ModelShape(input_size=2, hidden=2, steps=2)), "m")[codegen.KERNEL_HEADER])
+    rng = np.random.default_rng(12)
+    mults = [qmath.quantize_multiplier(float(m)) for m in np.exp(rng.uniform(np.log(1e-6), np.log(6.0), 60))]
+    mults += [(1 << 30, -14), (1 << 30, 0), (2**31 - 1, 0), (1 << 30, 2)]
+    (tmp_path / "cases.txt").write_text("".join(f"{m} {s}\n" for m, s in mults))
+    driver = tmp_path / "t.c"
+    driver.write_text("""
+#include <stdio.h>
+#include "kd2mcu_int8.h"
+int main(int argc, char **argv) {
+    FILE *cases = fopen(argv[1], "r");
+    long m, s;
+    int32_t v, shift;
+    (void)argc;
+    for (shift = -4; shift <= 7; ++shift)
+        for (v = -32768; v <= 32767; ++v)
+            printf("%d %d\\n", kd2mcu_sigmoid16(v, shift), kd2mcu_tanh16(v, shift));
+    while (fscanf(cases, "%ld %ld", &m, &s) == 2) {
+        for (v = -4194304; v < 4194304; v += 2797) {
+            int32_t acc = v >> (s > 0 ? (int)s : 0);
+            printf("%d %d\\n", kd2mcu_rq_fast(acc, (int32_t)m, (int32_t)s), kd2mcu_rq(acc, (int32_t)m, (int32_t)s));
+        }
+    }
+    fclose(cases);
+    return 0;
+}
+""")
+    exe = tmp_path / "t"
+    subprocess.run(["gcc", "-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", "-pedantic", "-fsanitize=undefined",
+                    "-fno-sanitize-recover=all", "-I", str(src), str(driver), "-o", str(exe)], check=True)
+    out = subprocess.run([str(exe), str(tmp_path / "cases.txt")], capture_output=True, text=True, check=True).stdout
+    got = np.array(out.split(), np.int64).reshape(-1, 2)
+    x = np.arange(-32768, 32768)
+    n = 12 * len(x)
+    want = np.concatenate([np.stack([qmath.sigmoid16(x, s), qmath.tanh16(x, s)], 1) for s in range(-4, 8)])
+    np.testing.assert_array_equal(got[:n], want)
+    rq_rows = got[n:]
+    np.testing.assert_array_equal(rq_rows[:, 0], rq_rows[:, 1])
+    v = np.arange(-4194304, 4194304, 2797)
+    want_rq = np.concatenate([qmath.rq(v >> max(s, 0), m, s) for m, s in mults])
+    np.testing.assert_array_equal(rq_rows[:, 0], want_rq)

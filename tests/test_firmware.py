@@ -64,7 +64,7 @@ def test_firmware_builds_warning_free_for_every_target(target, tmp_path):
 
     _write(model, {"name": "kd2mcu_model"}, tmp_path / "b", True, "kd2mcu_model", firmware.load_board(target))
     project = tmp_path / "b" / "firmware"
-    for opt in ("-Os", "-O2"):
+    for opt in ("-Os", "-O2", "-O0"):
         for emulate_flag in (False, True):
             elf = firmware.make(project, emulate=emulate_flag, opt=opt, extra_cflags="-pedantic")
             assert elf.is_file()
@@ -95,7 +95,7 @@ def test_default_vectors_and_cli_json(tmp_path):
     assert weights - 4 * 4 <= report["flash_weight_bytes"] <= weights  # the head bias may fold into code
     write_build(model, tmp_path / "c", layout="compact")
     compact = json.loads(kd2mcu("report", tmp_path / "c", "--json").stdout)
-    weights = 4 * 32 * (6 + 32) + 2 * 4 * 32 * 4 + head  # int8 weights, int32 biases
+    weights = 32 * (4 + 4 * (2 + 8)) * 4 + head  # compact layout: 4 biases + one int8 word per gate and group
     assert weights - 4 * 4 <= compact["flash_weight_bytes"] <= weights
     assert report["ram_state_bytes"] == 32 + 2 * 32 and report["ram_static_buffer_bytes"] == 0
     text = kd2mcu("report", "b", cwd=tmp_path).stdout  # a relative build path, as the main job gives

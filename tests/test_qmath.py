@@ -6,6 +6,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from kd2mcu import qmath
 from kd2mcu.qmath import SIGMOID_LUT, quantize_float, quantize_multiplier, rq, sigmoid16, tanh16
 
 
@@ -89,3 +90,19 @@ def test_quantize_float_rounds_half_away_and_saturates():
     # the float32 just below 0.5 must not round up (the naive (int)(v + 0.5f) does)
     assert quantize_float(np.array([np.nextafter(np.float32(0.5), np.float32(0))]), 1.0, 0).tolist() == [0]
     assert quantize_float(np.array([0.0], np.float32), 1.0, -7).tolist() == [-7]
+
+
+def test_activation_tables_give_the_spec_for_every_input():
+    """The generated C's (base, slope) tables reproduce sigmoid16 / tanh16 on all int16 inputs and shifts."""
+    sig, tanh = qmath.activation_tables()
+    x_in = np.arange(-32768, 32768)
+    for shift in range(-4, 8):
+        x = qmath._lut_input(x_in, shift)
+        a = np.abs(x)
+        k = np.minimum(a >> 9, 255)
+        q = (sig[k, 0] + (a & 0x1FF) * sig[k, 1]) >> 10
+        np.testing.assert_array_equal(np.where(x >= 0, q, 32768 - q), qmath.sigmoid16(x_in, shift))
+        k = np.minimum(a >> 8, 255)
+        q = (tanh[k, 0] + (a & 0xFF) * tanh[k, 1]) >> 8
+        np.testing.assert_array_equal(np.where(x >= 0, q, -q), qmath.tanh16(x_in, shift))
+    assert sig[255, 1] == 0 and tanh[255, 1] == 0 and sig[:, 0].max() < 2**26
