@@ -79,7 +79,8 @@ def train(config_path, dataset, data, test, out, force, seed, baseline, teacher,
 @click.option("--max-steps", type=click.IntRange(1, 100000), default=None,
               help="Longest sequence the C code accepts (default: the calibration sequences' length).")
 @click.option("--target", default="stm32f405", show_default=True,
-              help="Board of the firmware project in OUT/firmware: stm32f405, stm32f746 or stm32l476.")
+              help="Board of the firmware project in OUT/firmware: stm32f405, stm32f746, stm32l476 or stm32f205 "
+                   "(Cortex-M3: the portable C path).")
 @click.option("--layout", type=click.Choice(["fast", "compact"]), default="fast", show_default=True,
               help="LSTM weights in flash: fast = int16 pairs fed straight to SMLAD (2x the weight bytes); "
                    "compact = int8, for small parts.")

@@ -79,7 +79,7 @@ def _summary(model: IntModel) -> str:
 
 
 def pair_words(w: np.ndarray) -> np.ndarray:
-    """Weights [4 gates, H, n] in the fast layout of kd2mcu_int8.h: int32 words [H, groups, 4 gates, 2],
+    """Weights [4 gates, H, n] in the fast layout of kd2mcu_int8.h: int32 words [H, groups, 2, 4 gates],
     each word two int16 (hi * 65536 + (lo & 0xFFFF)); within a group of 4 columns the two words of a
     gate hold columns (0, 2) and (1, 3), the order SXTB16 unpacks an int8 word into. Zero-padded."""
     G, H, n = w.shape
@@ -90,7 +90,7 @@ def pair_words(w: np.ndarray) -> np.ndarray:
     lo = quad[..., [0, 1]]
     hi = quad[..., [2, 3]]
     words = hi * 65536 + (lo & 0xFFFF)
-    return words.transpose(1, 2, 0, 3)  # [H, groups, gate, pair]
+    return words.transpose(1, 2, 3, 0)  # [H, groups, pair, gate]
 
 
 def compact_words(w: np.ndarray) -> np.ndarray:

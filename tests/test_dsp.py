@@ -32,11 +32,11 @@ def test_pair_words_compute_the_gate_dot_products(seed):
     n, H = int(rng.integers(1, 40)), int(rng.integers(1, 9))
     w = rng.integers(-128, 128, size=(4, H, n))
     v = rng.integers(-255, 256, size=n)  # h minus its zero point spans -255..255
-    words = codegen.pair_words(w)  # [H, groups, gate, pair]
+    words = codegen.pair_words(w)  # [H, groups, pair, gate]
     pairs = codegen.unpack_pairs(v).reshape(-1, 2)  # [groups, pair]
-    assert words.shape == (H, -(-n // 4), 4, 2) and pairs.shape == (-(-n // 4), 2)
+    assert words.shape == (H, -(-n // 4), 2, 4) and pairs.shape == (-(-n // 4), 2)
     assert words.min() >= -(2**31) and words.max() < 2**31
-    acc = (_lo16(words) * _lo16(pairs)[None, :, None, :] + _hi16(words) * _hi16(pairs)[None, :, None, :]).sum((1, 3))
+    acc = (_lo16(words) * _lo16(pairs)[None, :, :, None] + _hi16(words) * _hi16(pairs)[None, :, :, None]).sum((1, 2))
     np.testing.assert_array_equal(acc.T, w @ v)
 
 
@@ -229,3 +229,23 @@ int main(int argc, char **argv) {
     v = np.arange(-4194304, 4194304, 2797)
     want_rq = np.concatenate([qmath.rq(v >> max(s, 0), m, s) for m, s in mults])
     np.testing.assert_array_equal(rq_rows[:, 0], want_rq)
+
+
+def test_cortex_m3_runs_the_portable_path_bit_exactly(tmp_path):
+    """The stm32f205 (Cortex-M3, QEMU netduino2) has no DSP extension: the same sources compile to the
+    portable path there, without SMLAD, and give the reference's bits."""
+    require_arm()
+    board = firmware.load_board("stm32f205")
+    assert not board_has_dsp(board)
+    rng = np.random.default_rng(13)
+    model = random_model(rng, ModelShape(input_size=5, hidden=12, steps=20, classes=3, bidirectional=True))
+    from kd2mcu.build import _write
+
+    _write(model, {"name": "kd2mcu_model"}, tmp_path / "b", True, "kd2mcu_model", board)
+    x, lengths = random_inputs(rng, model, 16, 20)
+    np.savez(tmp_path / "d.npz", x=((x.astype(np.float32) - model.input.zero_point) * np.float32(model.input.scale)),
+             lengths=lengths)
+    result = emulate(tmp_path / "b", tmp_path / "d.npz")
+    assert result["machine"] == "netduino2" and result["kernel_path"] == "portable C"
+    assert result["mismatches"] == 0, result["first_mismatch"]
+    assert "\tsmlad\t" not in _disassembly(tmp_path / "b" / "firmware", "")

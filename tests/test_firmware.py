@@ -29,7 +29,7 @@ EMULATED = [
     ModelShape(input_size=7, hidden=24, steps=20, classes=4, layers=2, vocab=100),
     ModelShape(input_size=16, hidden=40, steps=12, classes=3, layers=2, bidirectional=True),
 ]
-TARGETS = ["stm32f405", "stm32f746", "stm32l476"]
+TARGETS = ["stm32f405", "stm32f746", "stm32l476", "stm32f205"]
 
 
 @pytest.mark.slow
