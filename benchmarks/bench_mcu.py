@@ -69,6 +69,7 @@ def measure(key, variant, samples):
         raise RuntimeError(f"{key}: traced {cyc['instructions']:,.0f} instructions, SysTick {instr[0]:,.0f}")
     return {"n": n, "macs": macs(model)["macs_per_step"] * T, "T": T, "cycles": cyc["cycles"],
             "code": fp["flash_code_bytes"], "weights": fp["flash_weight_bytes"], "ram": fp["ram_total_bytes"],
+            "flash": fp["flash_total_bytes"],
             "stack": fp["ram_stack_bytes"], "exact": "yes" if mism == 0 else f"NO ({first})"}
 
 
@@ -90,25 +91,29 @@ def main():
         code = f"{m['code']:,}" + (f" (<= {CODE_TARGET:,})" if key == "S3" else "")
         rows.append([key, f"{I}/{H}/{T}", f"{m['n']:,.0f}", f"{m['n'] / T:,.0f}", f"{m['n'] / m['macs']:.2f}",
                      f"{m['cycles']:,.0f}", f"{m['cycles'] / m['n']:.2f}", code, f"{m['weights']:,}",
-                     f"{m['ram']:,}", f"{cmsis_asm:,}", f"{m['n'] / cmsis_asm:.2f}", f"{cmsis_asm / 2:,.0f}",
+                     f"{m['flash']:,}", f"{m['ram']:,}", f"{cmsis_asm:,}", f"{m['n'] / cmsis_asm:.2f}", f"{cmsis_asm / 2:,.0f}",
                      "yes" if m["n"] <= cmsis_asm / 2 else "NO", m["exact"]])
         if not args.no_options:
             for variant in OPTIONS:
                 o = measure(key, variant, args.samples)
                 option_rows.append([key, variant[0], f"{o['n']:,.0f}", f"{o['n'] / m['macs']:.2f}",
-                                    f"{o['cycles']:,.0f}", f"{o['code']:,}", f"{o['weights']:,}", f"{o['ram']:,}",
+                                    f"{o['cycles']:,.0f}", f"{o['code']:,}", f"{o['weights']:,}", f"{o['flash']:,}",
+                                    f"{o['ram']:,}",
                                     f"{o['n'] / cmsis_asm:.2f}", o["exact"]])
     print(f"stm32f405 (QEMU netduinoplus2), arm-none-eabi-gcc, {args.samples} random sequences per size. "
           "Default build: fast layout, DSP path, -O2.")
     print("instr: SysTick under -icount shift=0, whole run call (LSTM + head), state from zero. "
           "cycles: zero-wait-state Cortex-M4 estimate (m4_cycles.py).")
+    print("code B: the model's functions; weights B: its arrays; flash B: code and all constants (weights, "
+          "activation tables); RAM B: state, static buffers and stack of the run call.")
     print("CMSIS-NN: arm_lstm_unidirectional_s8 with inline-asm requantization, same compiler, flags and emulator.")
     print(_table(["size", "I/H/T", "instr/inference", "instr/step", "instr/MAC", "est. cycles", "cycles/instr",
-                  "code B", "weights B", "RAM B", "CMSIS-NN instr", "ratio", "target (1/2)", "met", "bit-exact"],
+                  "code B", "weights B", "flash B", "RAM B", "CMSIS-NN instr", "ratio", "target (1/2)", "met", "bit-exact"],
                  rows))
     if option_rows:
         print("\nOptions (kd2mcu build --layout compact; -Os; KD2MCU_PORTABLE = the path for cores without DSP):")
-        print(_table(["size", "build", "instr/inference", "instr/MAC", "est. cycles", "code B", "weights B", "RAM B",
+        print(_table(["size", "build", "instr/inference", "instr/MAC", "est. cycles", "code B", "weights B", "flash B",
+                      "RAM B",
                       "ratio to CMSIS-NN", "bit-exact"], option_rows))
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from . import __version__
 from .errors import UserError
 from .intmodel import GATES, IntModel
-from .qmath import activation_tables
+from .qmath import SIGMOID_LUT, activation_tables
 from .resources import resource_dir
 
 KERNEL_HEADER = "kd2mcu_int8.h"
@@ -222,7 +222,8 @@ def render(model: IntModel, name: str, layout: str = "fast") -> dict[str, str]:
     env = _environment()
     ctx = context(model, name, layout)
     sigmoid, tanh = activation_tables()
-    tables = {"sigmoid_table": c_array(sigmoid, per_line=8), "tanh_table": c_array(tanh, per_line=8)}
+    tables = {"sigmoid_table": c_array(sigmoid, per_line=8), "tanh_table": c_array(tanh, per_line=8),
+              "lut": c_array(SIGMOID_LUT, per_line=12)}
     return {
         KERNEL_HEADER: env.get_template("kd2mcu_int8.h.j2").render(version=__version__, **tables),
         f"{name}.h": env.get_template("model.h.j2").render(**ctx),

@@ -52,7 +52,7 @@ def footprint(build_dir: Path, opt: str = "-O2", extra_cflags: tuple = ()) -> di
             sizes["code"] += size
         elif kind in "rR":
             sizes["constants"] += size
-            if _sym not in ("kd2mcu_sigmoid_table", "kd2mcu_tanh_table"):  # weights, embedding, biases
+            if not _sym.startswith(("kd2mcu_sigmoid_", "kd2mcu_tanh_")):  # weights, embedding, biases
                 sizes["weights"] += size
         elif kind in "bBdD":
             sizes["static_ram"] += size

@@ -108,6 +108,7 @@ def test_layouts_hold_the_same_weights_in_half_or_double_the_bytes():
     compact = codegen.render(model, "m", "compact")["m.c"]
     assert "static const int32_t L0F_W[64 * 156]" in fast  # 4 biases + 8 * (3 + 16) pair words per unit
     assert "static const int32_t L0F_W[64 * 80]" in compact  # 4 biases + 4 * (3 + 16) int8 words per unit
+    assert "#define KD2MCU_SMALL_TABLES" in compact and "KD2MCU_SMALL_TABLES" not in fast
     with pytest.raises(Exception, match="unknown --layout 'wide'"):
         codegen.render(model, "m", "wide")
 
@@ -215,20 +216,22 @@ int main(int argc, char **argv) {
     return 0;
 }
 """)
-    exe = tmp_path / "t"
-    subprocess.run(["gcc", "-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", "-pedantic", "-fsanitize=undefined",
-                    "-fno-sanitize-recover=all", "-I", str(src), str(driver), "-o", str(exe)], check=True)
-    out = subprocess.run([str(exe), str(tmp_path / "cases.txt")], capture_output=True, text=True, check=True).stdout
-    got = np.array(out.split(), np.int64).reshape(-1, 2)
     x = np.arange(-32768, 32768)
     n = 12 * len(x)
     want = np.concatenate([np.stack([qmath.sigmoid16(x, s), qmath.tanh16(x, s)], 1) for s in range(-4, 8)])
-    np.testing.assert_array_equal(got[:n], want)
-    rq_rows = got[n:]
-    np.testing.assert_array_equal(rq_rows[:, 0], rq_rows[:, 1])
     v = np.arange(-4194304, 4194304, 2797)
     want_rq = np.concatenate([qmath.rq(v >> max(s, 0), m, s) for m, s in mults])
-    np.testing.assert_array_equal(rq_rows[:, 0], want_rq)
+    for tables in ([], ["-DKD2MCU_SMALL_TABLES"]):  # the fast layout's (base, slope) tables, the compact one's LUT
+        exe = tmp_path / "t"
+        subprocess.run(["gcc", "-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", "-pedantic", "-fsanitize=undefined",
+                        "-fno-sanitize-recover=all", *tables, "-I", str(src), str(driver), "-o", str(exe)], check=True)
+        out = subprocess.run([str(exe), str(tmp_path / "cases.txt")], capture_output=True, text=True,
+                             check=True).stdout
+        got = np.array(out.split(), np.int64).reshape(-1, 2)
+        np.testing.assert_array_equal(got[:n], want)
+        rq_rows = got[n:]
+        np.testing.assert_array_equal(rq_rows[:, 0], rq_rows[:, 1])
+        np.testing.assert_array_equal(rq_rows[:, 0], want_rq)
 
 
 def test_cortex_m3_runs_the_portable_path_bit_exactly(tmp_path):
