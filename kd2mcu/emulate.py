@@ -23,7 +23,7 @@ from .build import quantize_data
 from .buildfolder import MODEL_FILE, find_build, read_build_info
 from .dataio import load_npz
 from .errors import UserError
-from .firmware import DEFAULT_BOARD, FIRMWARE_DIR, VECTORS_FILE, elf_size, load_board, make, set_vectors
+from .firmware import DEFAULT_BOARD, FIRMWARE_DIR, VECTORS_FILE, board_has_dsp, elf_size, load_board, make, set_vectors
 from .hostsim import SimResult, compare
 from .intmodel import IntModel
 
@@ -32,12 +32,6 @@ BATCH_INPUT_BYTES = 256 * 1024  # test-vector data per firmware image
 
 
 PORTABLE_CFLAGS = "-DKD2MCU_PORTABLE"
-
-
-def board_has_dsp(board) -> bool:
-    """Cortex-M4, M7, M33 and M55 have the DSP extension (SMLAD & co.); M0, M0+ and M3 do not."""
-    cpu = next((f.split("=", 1)[1] for f in board.cpu_flags if f.startswith("-mcpu=")), "")
-    return cpu.split("+")[0] in ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m35p", "cortex-m55", "cortex-m85")
 
 
 def qemu_command(machine: str, elf: Path) -> list[str]:

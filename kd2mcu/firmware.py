@@ -42,6 +42,12 @@ class Board:
     flash_address: str
 
 
+def board_has_dsp(board: Board) -> bool:
+    """Cortex-M4, M7, M33 and M55 have the DSP extension (SMLAD & co.); M0, M0+ and M3 do not."""
+    cpu = next((f.split("=", 1)[1] for f in board.cpu_flags if f.startswith("-mcpu=")), "")
+    return cpu.split("+")[0] in ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m35p", "cortex-m55", "cortex-m85")
+
+
 def boards() -> list[str]:
     return sorted(p.stem for p in (resource_dir("firmware") / "boards").glob("*.json"))
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .buildfolder import MODEL_FILE, SRC_DIR, find_build, read_build_info
 from .emulate import EMULATE_FILE
-from .firmware import DEFAULT_BOARD, arm_tool, load_board
+from .firmware import DEFAULT_BOARD, arm_tool, board_has_dsp, load_board
 from .intmodel import IntModel
 from .sim import model_name
 
@@ -62,6 +62,8 @@ def footprint(build_dir: Path, opt: str = "-O2", extra_cflags: tuple = ()) -> di
     stack = frames.get(f"{name}_run", 0) + max(steps + [frames.get(f"{name}_head", 0)])
     out = {
         "target": board.name, "compiler_flags": " ".join(board.cpu_flags) + f" {opt}",
+        "layout": read_build_info(d).get("layout", "fast"),
+        "kernel_path": "portable C" if extra_cflags or not board_has_dsp(board) else "DSP (SMLAD)",
         "flash_code_bytes": sizes["code"], "flash_constant_bytes": sizes["constants"],
         "flash_weight_bytes": sizes["weights"], "flash_total_bytes": sizes["code"] + sizes["constants"],
         "ram_state_bytes": state, "ram_static_buffer_bytes": sizes["static_ram"], "ram_stack_bytes": stack,
@@ -82,6 +84,7 @@ def footprint(build_dir: Path, opt: str = "-O2", extra_cflags: tuple = ()) -> di
 def format_report(r: dict) -> str:
     rows = [
         ("target", f"{r['target']} ({r['compiler_flags']})"),
+        ("weight layout, kernel path", f"{r['layout']}, {r['kernel_path']}"),
         ("flash: code", f"{r['flash_code_bytes']:,} B"),
         ("flash: weights + biases", f"{r['flash_weight_bytes']:,} B"),
         ("flash: all constants (with the activation table)", f"{r['flash_constant_bytes']:,} B"),

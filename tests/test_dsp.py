@@ -13,7 +13,8 @@ import pytest
 
 from conftest import require_arm, require_gcc, write_build
 from kd2mcu import codegen, firmware, hostsim, reference
-from kd2mcu.emulate import PORTABLE_CFLAGS, board_has_dsp, emulate
+from kd2mcu.emulate import PORTABLE_CFLAGS, emulate
+from kd2mcu.firmware import board_has_dsp
 from kd2mcu.random_model import ModelShape, random_inputs, random_model
 
 

@@ -30,16 +30,18 @@ EMULATED = [
     ModelShape(input_size=16, hidden=40, steps=12, classes=3, layers=2, bidirectional=True),
 ]
 TARGETS = ["stm32f405", "stm32f746", "stm32l476", "stm32f205"]
+DSP_TARGETS = TARGETS[:3]  # Cortex-M4 / M7; the stm32f205 (Cortex-M3) has its own test in test_dsp.py
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("portable", [False, True], ids=["dsp", "portable"])
 @pytest.mark.parametrize("index", range(len(EMULATED)))
-def test_qemu_matches_reference_on_random_models(index, tmp_path):
+def test_qemu_matches_reference_on_random_models(index, portable, tmp_path):
     require_arm()
     shape = EMULATED[index]
     rng = np.random.default_rng(500 + index)
     model = random_model(rng, shape)
-    target = TARGETS[index % len(TARGETS)]
+    target = DSP_TARGETS[index % len(DSP_TARGETS)]
     from kd2mcu.build import _write
 
     _write(model, {"name": "kd2mcu_model"}, tmp_path / "b", True, "kd2mcu_model", firmware.load_board(target))
@@ -49,7 +51,8 @@ def test_qemu_matches_reference_on_random_models(index, tmp_path):
     else:  # float features that quantize exactly to the int8 test inputs
         np.savez(tmp_path / "d.npz", x=((x.astype(np.float32) - model.input.zero_point) * np.float32(model.input.scale)),
                  lengths=lengths)
-    result = emulate(tmp_path / "b", tmp_path / "d.npz")
+    result = emulate(tmp_path / "b", tmp_path / "d.npz", portable=portable)
+    assert result["kernel_path"] == ("portable C" if portable else "DSP (SMLAD)")
     assert result["samples"] == 24
     assert result["mismatches"] == 0, result["first_mismatch"]
     assert result["instructions_per_inference"] > 0 and result["flash_bytes"] > 0 and result["ram_bytes"] > 0
