@@ -160,7 +160,6 @@ def context(model: IntModel, name: str, layout: str = "fast") -> dict:
             dirs.append({
                 "label": label, "reverse": reverse, "prefix": f"L{k}{label[0].upper()}",
                 "fn": f"{name}_layer{k}_{label}_step", "state_offset": offset, "output_offset": dn * H,
-                "first_step": "steps - 1" if reverse else "0",
                 "w": c_array(np.concatenate([bx, words(wx.transpose(1, 0, 2)).reshape(H, -1),
                                              words(wh.transpose(1, 0, 2)).reshape(H, -1)], axis=1)),
                 "gates": [{"name": n, "activation": "kd2mcu_tanh16" if n == "g" else "kd2mcu_sigmoid16",

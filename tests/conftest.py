@@ -40,3 +40,16 @@ def write_build(model, folder: Path, name: str = "kd2mcu_model", layout: str = "
 
     _write(model, {"name": name, "layout": layout}, folder, force=True, name=name)
     return folder
+
+
+def save_inputs(model, x, lengths, path: Path) -> Path:
+    """An .npz for --inputs holding the int8 test inputs x: token ids as they are, features as floats
+    that quantize exactly back to x."""
+    import numpy as np
+
+    if model.is_token_model:
+        np.savez(path, x=x.astype(np.int64), lengths=lengths)
+    else:
+        np.savez(path, x=(x.astype(np.float32) - model.input.zero_point) * np.float32(model.input.scale),
+                 lengths=lengths)
+    return path

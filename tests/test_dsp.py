@@ -11,7 +11,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import require_arm, require_gcc, write_build
+from conftest import require_arm, require_gcc, save_inputs, write_build
 from kd2mcu import codegen, firmware, hostsim, reference
 from kd2mcu.emulate import PORTABLE_CFLAGS, emulate
 from kd2mcu.firmware import board_has_dsp
@@ -136,11 +136,7 @@ def test_dsp_and_portable_paths_match_the_reference_in_qemu(index, layout, tmp_p
     model = random_model(rng, shape)
     build = write_build(model, tmp_path / "b", layout=layout)
     x, lengths = random_inputs(rng, model, 24, shape.steps)
-    if model.is_token_model:
-        np.savez(tmp_path / "d.npz", x=x.astype(np.int64), lengths=lengths)
-    else:
-        np.savez(tmp_path / "d.npz", x=((x.astype(np.float32) - model.input.zero_point) * np.float32(model.input.scale)),
-                 lengths=lengths)
+    save_inputs(model, x, lengths, tmp_path / "d.npz")
     runs = [("-O2", False), ("-O2", True)] + ([("-O0", False)] if index == 0 else [])  # -O0: intrinsics, no asm
     for opt, portable in runs:
         result = emulate(build, tmp_path / "d.npz", opt=opt, portable=portable)
@@ -154,8 +150,7 @@ def test_generic_requantization_is_bit_exact_in_qemu(tmp_path):
     require_arm()
     model = _edge_model()
     x, lengths = random_inputs(np.random.default_rng(9), model, 16, 20)
-    np.savez(tmp_path / "d.npz", x=((x.astype(np.float32) - model.input.zero_point) * np.float32(model.input.scale)),
-             lengths=lengths)
+    save_inputs(model, x, lengths, tmp_path / "d.npz")
     build = write_build(model, tmp_path / "b")
     for portable in (False, True):
         result = emulate(build, tmp_path / "d.npz", portable=portable)
@@ -247,8 +242,7 @@ def test_cortex_m3_runs_the_portable_path_bit_exactly(tmp_path):
 
     _write(model, {"name": "kd2mcu_model"}, tmp_path / "b", True, "kd2mcu_model", board)
     x, lengths = random_inputs(rng, model, 16, 20)
-    np.savez(tmp_path / "d.npz", x=((x.astype(np.float32) - model.input.zero_point) * np.float32(model.input.scale)),
-             lengths=lengths)
+    save_inputs(model, x, lengths, tmp_path / "d.npz")
     result = emulate(tmp_path / "b", tmp_path / "d.npz")
     assert result["machine"] == "netduino2" and result["kernel_path"] == "portable C"
     assert result["mismatches"] == 0, result["first_mismatch"]

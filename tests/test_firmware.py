@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from clitools import assert_user_error, kd2mcu
-from conftest import require_arm, write_build
+from conftest import require_arm, save_inputs, write_build
 from kd2mcu import firmware
 from kd2mcu.emulate import emulate
 from kd2mcu.random_model import ModelShape, random_inputs, random_model
@@ -46,11 +46,7 @@ def test_qemu_matches_reference_on_random_models(index, portable, tmp_path):
 
     _write(model, {"name": "kd2mcu_model"}, tmp_path / "b", True, "kd2mcu_model", firmware.load_board(target))
     x, lengths = random_inputs(rng, model, 24, shape.steps)
-    if model.is_token_model:
-        np.savez(tmp_path / "d.npz", x=x.astype(np.int64), lengths=lengths)
-    else:  # float features that quantize exactly to the int8 test inputs
-        np.savez(tmp_path / "d.npz", x=((x.astype(np.float32) - model.input.zero_point) * np.float32(model.input.scale)),
-                 lengths=lengths)
+    save_inputs(model, x, lengths, tmp_path / "d.npz")
     result = emulate(tmp_path / "b", tmp_path / "d.npz", portable=portable)
     assert result["kernel_path"] == ("portable C" if portable else "DSP (SMLAD)")
     assert result["samples"] == 24
