@@ -40,7 +40,7 @@ def check_c_name(name: str) -> str:
 
 
 def c_array(values, per_line: int = 16) -> str:
-    vals = [str(int(v)) for v in np.asarray(values).ravel()]
+    vals = [str(int(v)) if v != -(2**31) else "(-2147483647 - 1)" for v in np.asarray(values).ravel()]
     if not vals:
         return "    0"
     lines = [", ".join(vals[i:i + per_line]) for i in range(0, len(vals), per_line)]

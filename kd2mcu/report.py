@@ -87,7 +87,7 @@ def format_report(r: dict) -> str:
         ("weight layout, kernel path", f"{r['layout']}, {r['kernel_path']}"),
         ("flash: code", f"{r['flash_code_bytes']:,} B"),
         ("flash: weights + biases", f"{r['flash_weight_bytes']:,} B"),
-        ("flash: all constants (with the activation table)", f"{r['flash_constant_bytes']:,} B"),
+        ("flash: all constants (with the activation tables)", f"{r['flash_constant_bytes']:,} B"),
         ("flash: model total", f"{r['flash_total_bytes']:,} B"),
         ("RAM: state (h, c)", f"{r['ram_state_bytes']:,} B"),
         ("RAM: static sequence buffer", f"{r['ram_static_buffer_bytes']:,} B"),

@@ -247,3 +247,10 @@ def test_cortex_m3_runs_the_portable_path_bit_exactly(tmp_path):
     assert result["machine"] == "netduino2" and result["kernel_path"] == "portable C"
     assert result["mismatches"] == 0, result["first_mismatch"]
     assert "\tsmlad\t" not in _disassembly(tmp_path / "b" / "firmware", "")
+
+
+def test_int32_min_words_are_valid_c():
+    """A compact word whose top byte is -128 and the rest 0 is INT32_MIN: written so every C compiler reads it."""
+    words = codegen.compact_words(np.array([0, 0, 0, -128]).reshape(1, 1, 4).repeat(4, axis=0))
+    assert words.min() == -(2**31)
+    assert codegen.c_array([-(2**31), 7]) == "    (-2147483647 - 1), 7"
