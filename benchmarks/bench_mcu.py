@@ -62,7 +62,7 @@ def measure(key, variant, samples):
         lengths = np.full(samples, T)
         sim, instr, _, _ = run_in_qemu(d / "firmware", model, board, x, lengths, opt, extra_cflags=cflags)
         mism, first = compare(reference.run(model, x, lengths), sim)
-        fp = footprint(d, opt, tuple(cflags.split()))
+        fp = footprint(d, opt, portable)
         cyc = m4_cycles.estimate(d / "firmware", model, board, x[:1], lengths[:1], opt, "kd2mcu_model_run", cflags)
     n = float(np.mean(instr))
     if abs(cyc["instructions"] - instr[0]) > 0.01 * instr[0] + 20:  # the trace must see what SysTick counted

@@ -99,7 +99,9 @@ def trace_cycles(qemu_cmd: list[str], elf: Path, entry: str, inferences: int, ti
     entry_pc = _symbol(elf, entry)[0]
     with tempfile.TemporaryDirectory(prefix="kd2mcu-trace-") as tmp:
         log = Path(tmp) / "trace.log"
-        cmd = list(qemu_cmd)
+        # No -icount here: with it QEMU re-translates some blocks as single instructions, and the
+        # log's blocks are keyed by guest address alone.
+        cmd = [c for k, c in enumerate(qemu_cmd) if c != "-icount" and (k == 0 or qemu_cmd[k - 1] != "-icount")]
         cmd[1:1] = ["-d", "in_asm,exec,nochain", "-D", str(log)]
         subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
         blocks: dict[int, list] = {}
@@ -127,7 +129,7 @@ def trace_cycles(qemu_cmd: list[str], elf: Path, entry: str, inferences: int, ti
     calls = 0
     k = 0
     while k < len(sequence):
-        if sequence[k] != entry_pc:
+        if sequence[k] != entry_pc or k == 0:
             k += 1
             continue
         # the caller's return address: the instruction after the block that branched here

@@ -156,6 +156,7 @@ def build_from_checkpoint(checkpoint: Path, calib_path: Path, out: Path, force: 
 
     from .student import example_input, export_onnx, load as load_student
 
+    codegen.check_layout(layout)
     if not Path(checkpoint).is_file():
         raise UserError(f"{checkpoint}: no such student checkpoint")
     with tempfile.TemporaryDirectory() as tmp:

@@ -142,6 +142,7 @@ def emulate(build_dir, inputs=None, opt: str = "-O2", timeout: float = 600.0, po
         "build": str(d), "target": board.name, "machine": board.emulator["machine"], "samples": N,
         "mismatches": mismatches, "first_mismatch": None if first is None else str(first),
         "compiler_flags": " ".join(board.cpu_flags) + f" {opt}" + (f" {PORTABLE_CFLAGS}" if portable else ""),
+        "portable": portable,
         "kernel_path": "portable C" if portable else "DSP (SMLAD)" if board_has_dsp(board) else "portable C",
         "instructions_per_inference": round(per_inference),
         "instructions_per_step": round(per_inference / max(total_steps, 1.0), 1),

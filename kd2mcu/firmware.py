@@ -7,6 +7,7 @@ the generated model in ``model/``, and a test ``main.c`` with test vectors in fl
 """
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -43,9 +44,19 @@ class Board:
 
 
 def board_has_dsp(board: Board) -> bool:
-    """Cortex-M4, M7, M33 and M55 have the DSP extension (SMLAD & co.); M0, M0+ and M3 do not."""
-    cpu = next((f.split("=", 1)[1] for f in board.cpu_flags if f.startswith("-mcpu=")), "")
-    return cpu.split("+")[0] in ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m35p", "cortex-m55", "cortex-m85")
+    """Whether the generated C takes its DSP path for this board: what arm-none-eabi-gcc predefines for
+    the board's CPU flags meets the condition in kd2mcu_int8.h (DSP extension, Thumb-2, M profile,
+    GCC 10+). Cortex-M4, M7 and M33 do; M0+, M3 and '+nodsp' parts do not."""
+    return _has_dsp(tuple(board.cpu_flags))
+
+
+@functools.lru_cache(maxsize=None)
+def _has_dsp(cpu_flags: tuple) -> bool:
+    out = subprocess.run([arm_tool("arm-none-eabi-gcc"), *cpu_flags, "-dM", "-E", "-x", "c", "-"], input="",
+                         capture_output=True, text=True, check=True).stdout
+    macros = dict(line.split(" ", 2)[1:] for line in out.splitlines() if line.count(" ") >= 2)
+    return ("__ARM_FEATURE_DSP" in macros and "__thumb2__" in macros and macros.get("__ARM_ARCH_PROFILE") == "77"
+            and int(macros.get("__GNUC__", "0")) >= 10)
 
 
 def boards() -> list[str]:

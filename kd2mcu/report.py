@@ -11,9 +11,10 @@ import json
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 from .buildfolder import MODEL_FILE, SRC_DIR, find_build, read_build_info
-from .emulate import EMULATE_FILE
+from .emulate import EMULATE_FILE, PORTABLE_CFLAGS
 from .firmware import DEFAULT_BOARD, arm_tool, board_has_dsp, load_board
 from .intmodel import IntModel
 from .sim import model_name
@@ -27,8 +28,15 @@ def macs(model: IntModel) -> dict:
             "macs_per_inference_at_max_steps": per_step * model.max_steps + head}
 
 
-def footprint(build_dir: Path, opt: str = "-O2", extra_cflags: tuple = ()) -> dict:
+def footprint(build_dir: Path, opt: str = "-O2", portable: Optional[bool] = None) -> dict:
+    """Flash and RAM of the model alone, compiled for the build's board; with the portable C path when
+    ``portable`` (default: as the last ``kd2mcu emulate`` ran, whose instruction counts are merged in)."""
     d = Path(build_dir).resolve()  # the compiler runs in a temporary folder
+    emu = d / EMULATE_FILE
+    emulated = json.loads(emu.read_text()) if emu.is_file() else None
+    if portable is None:
+        portable = bool(emulated and emulated.get("portable"))
+    extra_cflags = [PORTABLE_CFLAGS] if portable else []
     model = IntModel.load(d / MODEL_FILE)
     name = model_name(d)
     board = load_board(read_build_info(d).get("target", DEFAULT_BOARD))
@@ -61,18 +69,17 @@ def footprint(build_dir: Path, opt: str = "-O2", extra_cflags: tuple = ()) -> di
     steps = [v for k, v in frames.items() if k.endswith("_step")]
     stack = frames.get(f"{name}_run", 0) + max(steps + [frames.get(f"{name}_head", 0)])
     out = {
-        "target": board.name, "compiler_flags": " ".join(board.cpu_flags) + f" {opt}",
+        "target": board.name, "compiler_flags": " ".join(board.cpu_flags + [opt] + extra_cflags),
         "layout": read_build_info(d).get("layout", "fast"),
-        "kernel_path": "portable C" if extra_cflags or not board_has_dsp(board) else "DSP (SMLAD)",
+        "kernel_path": "portable C" if portable or not board_has_dsp(board) else "DSP (SMLAD)",
         "flash_code_bytes": sizes["code"], "flash_constant_bytes": sizes["constants"],
         "flash_weight_bytes": sizes["weights"], "flash_total_bytes": sizes["code"] + sizes["constants"],
         "ram_state_bytes": state, "ram_static_buffer_bytes": sizes["static_ram"], "ram_stack_bytes": stack,
         "ram_total_bytes": state + sizes["static_ram"] + stack,
         **macs(model), "max_steps": model.max_steps,
     }
-    emu = d / EMULATE_FILE
-    if emu.is_file():
-        e = json.loads(emu.read_text())
+    if emulated is not None and bool(emulated.get("portable")) == portable:
+        e = emulated
         out.update({k: e[k] for k in ("instructions_per_inference", "instructions_per_step", "measured_by",
                                       "samples", "mismatches") if k in e})
         mean_steps = e["instructions_per_inference"] / max(e["instructions_per_step"], 1e-9)

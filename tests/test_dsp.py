@@ -6,6 +6,7 @@ only where its bound holds; and the DSP path (SMLAD, SMMULR, SSAT, run in QEMU),
 """
 from __future__ import annotations
 
+import json
 import subprocess
 
 import numpy as np
@@ -89,9 +90,36 @@ def test_fast_requantization_only_where_its_bound_holds():
     assert "kd2mcu_gate_pre(" in c and "kd2mcu_gate_pre_fast(" not in c
 
 
-def test_generic_requantization_is_bit_exact_on_the_host(tmp_path):
+def _limit_model():
+    """A valid model at the edge of kd2mcu_rq_fast's bound, which it still takes: one forget-gate row's
+    accumulator reaches 2^30 - 1, one input-gate row's 2^27 - 1 with a left shift of 3."""
+    model = random_model(np.random.default_rng(6), ModelShape(input_size=12, hidden=16, steps=20))
+    layer = model.layers[0]
+    gates = layer.directions[0].gates
+    gates["i"].wx_scale = 6.0 * 2.0**-12 / layer.input.scale  # s_x * s_W / 2^-12 = 6 = 0.75 * 2^3: left shift 3
+    for name, top, row in (("f", 2**30 - 1, 0), ("f", -(2**30 - 1), 1), ("i", 2**27 - 1, 0)):
+        g = gates[name]
+        w = g.wx[row].astype(np.int64)
+        eff = top - int(np.sign(top)) * 128 * int(np.abs(w).sum())  # |eff| + 128 * sum|w| = |top|
+        g.bias[row] = eff + layer.input.zero_point * int(w.sum())
+    model.derive_multipliers().validate()
+    assert gates["i"].input_mult[1] == 3 and gates["f"].input_mult[1] <= 0
+    return model
+
+
+MODELS_AT_THE_EDGE = {"generic": _edge_model, "limit": _limit_model}
+
+
+def test_the_edge_models_take_the_intended_requantization():
+    assert "kd2mcu_gate_pre(" in codegen.render(_edge_model(), "m")["m.c"]
+    c = codegen.render(_limit_model(), "m")["m.c"]
+    assert "kd2mcu_gate_pre_fast(" in c and "kd2mcu_gate_pre(" not in c
+
+
+@pytest.mark.parametrize("kind", MODELS_AT_THE_EDGE)
+def test_edge_requantization_is_bit_exact_on_the_host(kind, tmp_path):
     require_gcc()
-    model = _edge_model()
+    model = MODELS_AT_THE_EDGE[kind]()
     rng = np.random.default_rng(8)
     x, lengths = random_inputs(rng, model, 64, 20)
     ref = reference.run(model, x, lengths)
@@ -115,7 +143,7 @@ def test_layouts_hold_the_same_weights_in_half_or_double_the_bytes():
 
 
 # Models for the two paths x two layouts in QEMU: input and hidden widths with every remainder mod 4,
-# bidirectional, stacked, tokens, and 'large' models that take the generic requantization.
+# bidirectional, stacked, tokens, and 'large' models (left shifts, saturating gates).
 PATH_MODELS = [
     ModelShape(input_size=6, hidden=32, steps=30, classes=4),
     ModelShape(input_size=3, hidden=9, steps=25, classes=3, bidirectional=True),
@@ -146,15 +174,17 @@ def test_dsp_and_portable_paths_match_the_reference_in_qemu(index, layout, tmp_p
 
 
 @pytest.mark.slow
-def test_generic_requantization_is_bit_exact_in_qemu(tmp_path):
+@pytest.mark.parametrize("kind", MODELS_AT_THE_EDGE)
+def test_edge_requantization_is_bit_exact_in_qemu(kind, tmp_path):
     require_arm()
-    model = _edge_model()
+    model = MODELS_AT_THE_EDGE[kind]()
     x, lengths = random_inputs(np.random.default_rng(9), model, 16, 20)
     save_inputs(model, x, lengths, tmp_path / "d.npz")
-    build = write_build(model, tmp_path / "b")
-    for portable in (False, True):
-        result = emulate(build, tmp_path / "d.npz", portable=portable)
-        assert result["mismatches"] == 0, f"portable={portable}: {result['first_mismatch']}"
+    for layout in ("fast", "compact"):
+        build = write_build(model, tmp_path / layout, layout=layout)
+        for portable in (False, True):
+            result = emulate(build, tmp_path / "d.npz", portable=portable)
+            assert result["mismatches"] == 0, f"{layout} portable={portable}: {result['first_mismatch']}"
 
 
 def _disassembly(project, extra_cflags):
@@ -177,8 +207,9 @@ def test_the_dsp_path_is_the_one_compiled_for_cortex_m4(tmp_path):
 
 
 def test_c_activations_and_requantization_match_python_for_every_input(tmp_path):
-    """kd2mcu_int8.h's sigmoid16 / tanh16 on all int16 inputs and the shifts models use, and
-    kd2mcu_rq_fast against kd2mcu_rq and qmath.rq on bounded accumulators (portable path, UBSan)."""
+    """kd2mcu_int8.h's sigmoid16 / tanh16 on all int16 inputs and shifts -8..12 (tanh_shift = P + 12), with
+    both table forms, and kd2mcu_rq_fast against kd2mcu_rq and qmath.rq up to the edge of its bound
+    |acc| * 2^(max(S, 0) + 1) < 2^31 (portable path, UBSan)."""
     require_gcc()
     from kd2mcu import qmath
 
@@ -187,36 +218,37 @@ def test_c_activations_and_requantization_match_python_for_every_input(tmp_path)
     (src / codegen.KERNEL_HEADER).write_text(codegen.render(
         random_model(np.random.default_rng(1), ModelShape(input_size=2, hidden=2, steps=2)), "m")[codegen.KERNEL_HEADER])
     rng = np.random.default_rng(12)
-    mults = [qmath.quantize_multiplier(float(m)) for m in np.exp(rng.uniform(np.log(1e-6), np.log(6.0), 60))]
-    mults += [(1 << 30, -14), (1 << 30, 0), (2**31 - 1, 0), (1 << 30, 2)]
-    (tmp_path / "cases.txt").write_text("".join(f"{m} {s}\n" for m, s in mults))
+    mults = [qmath.quantize_multiplier(float(m)) for m in np.exp(rng.uniform(np.log(1e-7), np.log(200.0), 80))]
+    mults += [(1 << 30, -14), (1 << 30, 0), (2**31 - 1, 0), (2**31 - 1, -31), (1 << 30, 2), (2**31 - 1, 7)]
+    cases = []
+    for m, sh in mults:
+        top = (2**30 - 1) >> max(sh, 0)  # the largest |acc| the generator lets through for this shift
+        accs = np.concatenate([np.linspace(-top, top, 301).astype(np.int64), [top, top - 1, -top, 1 - top, 0, 1, -1]])
+        cases += [(m, sh, int(a)) for a in accs]
+    (tmp_path / "cases.txt").write_text("".join(f"{m} {sh} {a}\n" for m, sh, a in cases))
     driver = tmp_path / "t.c"
     driver.write_text("""
 #include <stdio.h>
 #include "kd2mcu_int8.h"
 int main(int argc, char **argv) {
     FILE *cases = fopen(argv[1], "r");
-    long m, s;
+    long m, s, a;
     int32_t v, shift;
     (void)argc;
-    for (shift = -4; shift <= 7; ++shift)
+    for (shift = -8; shift <= 12; ++shift)
         for (v = -32768; v <= 32767; ++v)
             printf("%d %d\\n", kd2mcu_sigmoid16(v, shift), kd2mcu_tanh16(v, shift));
-    while (fscanf(cases, "%ld %ld", &m, &s) == 2) {
-        for (v = -4194304; v < 4194304; v += 2797) {
-            int32_t acc = v >> (s > 0 ? (int)s : 0);
-            printf("%d %d\\n", kd2mcu_rq_fast(acc, (int32_t)m, (int32_t)s), kd2mcu_rq(acc, (int32_t)m, (int32_t)s));
-        }
-    }
+    while (fscanf(cases, "%ld %ld %ld", &m, &s, &a) == 3)
+        printf("%d %d\\n", kd2mcu_rq_fast((int32_t)a, (int32_t)m, (int32_t)s), kd2mcu_rq((int32_t)a, (int32_t)m, (int32_t)s));
     fclose(cases);
     return 0;
 }
 """)
     x = np.arange(-32768, 32768)
-    n = 12 * len(x)
-    want = np.concatenate([np.stack([qmath.sigmoid16(x, s), qmath.tanh16(x, s)], 1) for s in range(-4, 8)])
-    v = np.arange(-4194304, 4194304, 2797)
-    want_rq = np.concatenate([qmath.rq(v >> max(s, 0), m, s) for m, s in mults])
+    shifts = range(-8, 13)
+    n = len(shifts) * len(x)
+    want = np.concatenate([np.stack([qmath.sigmoid16(x, sh), qmath.tanh16(x, sh)], 1) for sh in shifts])
+    want_rq = np.array([int(qmath.rq(np.int64(a), m, sh)) for m, sh, a in cases])
     for tables in ([], ["-DKD2MCU_SMALL_TABLES"]):  # the fast layout's (base, slope) tables, the compact one's LUT
         exe = tmp_path / "t"
         subprocess.run(["gcc", "-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", "-pedantic", "-fsanitize=undefined",
@@ -226,6 +258,7 @@ int main(int argc, char **argv) {
         got = np.array(out.split(), np.int64).reshape(-1, 2)
         np.testing.assert_array_equal(got[:n], want)
         rq_rows = got[n:]
+        assert len(rq_rows) == len(cases)
         np.testing.assert_array_equal(rq_rows[:, 0], rq_rows[:, 1])
         np.testing.assert_array_equal(rq_rows[:, 0], want_rq)
 
@@ -254,3 +287,38 @@ def test_int32_min_words_are_valid_c():
     words = codegen.compact_words(np.array([0, 0, 0, -128]).reshape(1, 1, 4).repeat(4, axis=0))
     assert words.min() == -(2**31)
     assert codegen.c_array([-(2**31), 7]) == "    (-2147483647 - 1), 7"
+
+
+def test_report_follows_the_path_emulate_ran(tmp_path):
+    """After `emulate --portable` the report's path, flags and instruction count are the portable build's."""
+    require_arm()
+    from clitools import kd2mcu
+
+    model = random_model(np.random.default_rng(14), ModelShape(input_size=6, hidden=16, steps=20))
+    write_build(model, tmp_path / "b")
+    for portable in (True, False):
+        emulated = json.loads(kd2mcu("emulate", tmp_path / "b", "--json", *(["--portable"] if portable else [])).stdout)
+        report = json.loads(kd2mcu("report", tmp_path / "b", "--json").stdout)
+        assert report["kernel_path"] == emulated["kernel_path"] == ("portable C" if portable else "DSP (SMLAD)")
+        assert (PORTABLE_CFLAGS in report["compiler_flags"]) == portable
+        assert report["instructions_per_inference"] == emulated["instructions_per_inference"]
+
+
+CORES = [["-mcpu=cortex-m0plus", "-mthumb"], ["-mcpu=cortex-m3", "-mthumb"], ["-mcpu=cortex-m4", "-mthumb"],
+         ["-mcpu=cortex-m7", "-mthumb"], ["-mcpu=cortex-m33", "-mthumb"], ["-mcpu=cortex-m33+nodsp", "-mthumb"],
+         ["-march=armv6", "-marm"]]
+
+
+@pytest.mark.parametrize("layout", ["fast", "compact"])
+def test_the_model_compiles_warning_free_for_every_arm_core(layout, tmp_path):
+    """M0+ to M33, with and without DSP, and an ARM-state core (where the Thumb-2 assembly must stay out),
+    at every optimization level and with a frame pointer."""
+    require_arm()
+    model = random_model(np.random.default_rng(15), ModelShape(input_size=7, hidden=13, steps=10, bidirectional=True))
+    src = write_build(model, tmp_path / "b", layout=layout) / "src"
+    for core in CORES:
+        for opt in (["-O0"], ["-O2"], ["-Os"], ["-O2", "-fno-omit-frame-pointer"]):
+            proc = subprocess.run(["arm-none-eabi-gcc", *core, *opt, "-std=c99", "-Wall", "-Wextra", "-Werror",
+                                   "-pedantic", "-c", str(src / "kd2mcu_model.c"), "-o", str(tmp_path / "m.o")],
+                                  capture_output=True, text=True)
+            assert proc.returncode == 0, f"{core} {opt}: {proc.stderr}"
