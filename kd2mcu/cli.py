@@ -9,6 +9,7 @@ import click
 import numpy as np
 
 from . import __version__
+from .codegen import LAYOUTS
 from .errors import UserError
 
 DEFAULT_NAME = "kd2mcu_model"
@@ -81,7 +82,7 @@ def train(config_path, dataset, data, test, out, force, seed, baseline, teacher,
 @click.option("--target", default="stm32f405", show_default=True,
               help="Board of the firmware project in OUT/firmware: stm32f405, stm32f746, stm32l476 or stm32f205 "
                    "(Cortex-M3: the portable C path).")
-@click.option("--layout", type=click.Choice(["fast", "compact"]), default="fast", show_default=True,
+@click.option("--layout", type=click.Choice(list(LAYOUTS)), default="fast", show_default=True,
               help="LSTM weights in flash: fast = int16 pairs fed straight to SMLAD (2x the weight bytes); "
                    "compact = int8, for small parts.")
 def build(model: Path, calib, out: Path, force: bool, name: str, max_steps, target: str, layout: str):

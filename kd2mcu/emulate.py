@@ -23,7 +23,8 @@ from .build import quantize_data
 from .buildfolder import MODEL_FILE, find_build, read_build_info
 from .dataio import load_npz
 from .errors import UserError
-from .firmware import DEFAULT_BOARD, FIRMWARE_DIR, VECTORS_FILE, board_has_dsp, elf_size, load_board, make, set_vectors
+from .firmware import (DEFAULT_BOARD, FIRMWARE_DIR, VECTORS_FILE, elf_size, kernel_path, load_board, make,
+                       set_vectors)
 from .hostsim import SimResult, compare
 from .intmodel import IntModel
 
@@ -143,7 +144,7 @@ def emulate(build_dir, inputs=None, opt: str = "-O2", timeout: float = 600.0, po
         "mismatches": mismatches, "first_mismatch": None if first is None else str(first),
         "compiler_flags": " ".join(board.cpu_flags) + f" {opt}" + (f" {PORTABLE_CFLAGS}" if portable else ""),
         "portable": portable,
-        "kernel_path": "portable C" if portable else "DSP (SMLAD)" if board_has_dsp(board) else "portable C",
+        "kernel_path": kernel_path(board, portable),
         "instructions_per_inference": round(per_inference),
         "instructions_per_step": round(per_inference / max(total_steps, 1.0), 1),
         "measured_by": (f"SysTick at {hz / 1e6:g} MHz under qemu -icount shift=0 (1 instruction = 1 ns): "

@@ -50,6 +50,11 @@ def board_has_dsp(board: Board) -> bool:
     return _has_dsp(tuple(board.cpu_flags))
 
 
+def kernel_path(board: Board, portable: bool) -> str:
+    """The C path a build for ``board`` runs: the DSP path, or the portable one (forced or for lack of DSP)."""
+    return "portable C" if portable or not board_has_dsp(board) else "DSP (SMLAD)"
+
+
 @functools.lru_cache(maxsize=None)
 def _has_dsp(cpu_flags: tuple) -> bool:
     out = subprocess.run([arm_tool("arm-none-eabi-gcc"), *cpu_flags, "-dM", "-E", "-x", "c", "-"], input="",

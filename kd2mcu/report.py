@@ -15,7 +15,7 @@ from typing import Optional
 
 from .buildfolder import MODEL_FILE, SRC_DIR, find_build, read_build_info
 from .emulate import EMULATE_FILE, PORTABLE_CFLAGS
-from .firmware import DEFAULT_BOARD, arm_tool, board_has_dsp, load_board
+from .firmware import DEFAULT_BOARD, arm_tool, kernel_path, load_board
 from .intmodel import IntModel
 from .sim import model_name
 
@@ -71,7 +71,7 @@ def footprint(build_dir: Path, opt: str = "-O2", portable: Optional[bool] = None
     out = {
         "target": board.name, "compiler_flags": " ".join(board.cpu_flags + [opt] + extra_cflags),
         "layout": read_build_info(d).get("layout", "fast"),
-        "kernel_path": "portable C" if portable or not board_has_dsp(board) else "DSP (SMLAD)",
+        "kernel_path": kernel_path(board, portable),
         "flash_code_bytes": sizes["code"], "flash_constant_bytes": sizes["constants"],
         "flash_weight_bytes": sizes["weights"], "flash_total_bytes": sizes["code"] + sizes["constants"],
         "ram_state_bytes": state, "ram_static_buffer_bytes": sizes["static_ram"], "ram_stack_bytes": stack,
