@@ -35,7 +35,7 @@ def main():
     ap.add_argument("--set", dest="settings", action="append", default=[], help="section.key=value for every run")
     args = ap.parse_args()
 
-    from kd2mcu.train import resolve_config, train
+    from kd2mcu.train.run import resolve_config, train
 
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = []

@@ -51,11 +51,12 @@ VARIANTS = [("default (fast layout, DSP)", "fast", None, ""), ("64-bit requantiz
 
 
 def measure(key: str, layout: str, edit, cflags: str, samples: int = 2) -> tuple[float, bool]:
-    from kd2mcu import firmware, reference
-    from kd2mcu.build import _write
-    from kd2mcu.emulate import run_in_qemu
-    from kd2mcu.hostsim import compare
-    from kd2mcu.random_model import ModelShape, random_model
+    from kd2mcu.commands.build import write_build
+    from kd2mcu.quant import reference
+    from kd2mcu.quant.random_model import ModelShape, random_model
+    from kd2mcu.targets import firmware
+    from kd2mcu.targets.hostsim import compare
+    from kd2mcu.targets.qemu import run_in_qemu
 
     I, H, T, _, _ = SIZES[key]
     board = firmware.load_board("stm32f405")
@@ -63,7 +64,7 @@ def measure(key: str, layout: str, edit, cflags: str, samples: int = 2) -> tuple
     model = random_model(rng, ModelShape(input_size=I, hidden=H, steps=T, classes=4))
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp) / "b"
-        _write(model, {"name": "kd2mcu_model", "layout": layout}, d, True, "kd2mcu_model", board)
+        write_build(model, {"name": "kd2mcu_model", "layout": layout}, d, True, "kd2mcu_model", board)
         if edit is not None:
             edit(d / "firmware" / "model")
         x = rng.integers(-128, 128, size=(samples, T, I)).astype(np.int8)

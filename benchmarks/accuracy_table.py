@@ -31,9 +31,9 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    from kd2mcu.build import build_from_run
-    from kd2mcu.sim import simulate
-    from kd2mcu.train import resolve_config, train
+    from kd2mcu.commands.build import build_from_run
+    from kd2mcu.commands.sim import simulate
+    from kd2mcu.train.run import resolve_config, train
 
     rows = []
     for name in args.datasets.split(","):

@@ -11,9 +11,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
-
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -48,10 +47,11 @@ def main():
     warnings.filterwarnings("ignore")
     import onnxruntime as ort
 
-    from kd2mcu import hostsim, reference
-    from kd2mcu.build import quantize_data
+    from kd2mcu.commands.build import quantize_data
     from kd2mcu.dataio import load_npz
-    from kd2mcu.intmodel import IntModel
+    from kd2mcu.quant import reference
+    from kd2mcu.quant.intmodel import IntModel
+    from kd2mcu.targets import hostsim
 
     rng = np.random.default_rng(0)
     x = np.cumsum(rng.normal(0, 0.3, size=(args.samples, 100, 6)), axis=1).astype(np.float32)

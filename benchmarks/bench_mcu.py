@@ -42,12 +42,15 @@ def _table(head, rows):
 
 def measure(key, variant, samples):
     import m4_cycles
-    from kd2mcu import firmware, reference
-    from kd2mcu.build import _write
-    from kd2mcu.emulate import PORTABLE_CFLAGS, run_in_qemu
-    from kd2mcu.hostsim import compare
-    from kd2mcu.random_model import ModelShape, random_model
-    from kd2mcu.report import footprint, macs
+
+    from kd2mcu.codegen.render import PORTABLE_CFLAGS
+    from kd2mcu.commands.build import write_build
+    from kd2mcu.quant import reference
+    from kd2mcu.quant.random_model import ModelShape, random_model
+    from kd2mcu.targets import firmware
+    from kd2mcu.targets.footprint import footprint, macs
+    from kd2mcu.targets.hostsim import compare
+    from kd2mcu.targets.qemu import run_in_qemu
 
     _, layout, opt, portable = variant
     I, H, T, _, _ = SIZES[key]
@@ -57,7 +60,7 @@ def measure(key, variant, samples):
     cflags = PORTABLE_CFLAGS if portable else ""
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp) / "b"
-        _write(model, {"name": "kd2mcu_model", "layout": layout}, d, True, "kd2mcu_model", board)
+        write_build(model, {"name": "kd2mcu_model", "layout": layout}, d, True, "kd2mcu_model", board)
         x = rng.integers(-128, 128, size=(samples, T, I)).astype(np.int8)
         lengths = np.full(samples, T)
         sim, instr, _, _ = run_in_qemu(d / "firmware", model, board, x, lengths, opt, extra_cflags=cflags)

@@ -163,8 +163,8 @@ def trace_cycles(qemu_cmd: list[str], elf: Path, entry: str, inferences: int, ti
 
 def estimate(project: Path, model, board, x_q, lengths, opt: str, entry: str, extra_cflags: str = "") -> dict:
     """Build the firmware for ``x_q`` and estimate the model's cycles per inference."""
-    from kd2mcu.emulate import qemu_command, set_vectors
-    from kd2mcu.firmware import make
+    from kd2mcu.targets.firmware import make, set_vectors
+    from kd2mcu.targets.qemu import qemu_command
 
     with tempfile.TemporaryDirectory(prefix="kd2mcu-cycles-") as tmp:
         work = Path(tmp) / "firmware"

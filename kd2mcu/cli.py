@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 import numpy as np
 
-from . import __version__
-from .codegen import LAYOUTS
-from .errors import UserError
+from kd2mcu import __version__
+from kd2mcu.codegen.render import LAYOUTS
+from kd2mcu.errors import UserError
 
 DEFAULT_NAME = "kd2mcu_model"
 
@@ -56,8 +56,9 @@ def train(config_path, dataset, data, test, out, force, seed, baseline, teacher,
     normalization or vocabulary, the integer model (model.json), metrics.json and plots. Then:
     kd2mcu build OUT --out BUILD.
     """
-    from . import config as config_mod
-    from .train import resolve_config, summary, train as run_train
+    from kd2mcu.train import config as config_mod
+    from kd2mcu.train.run import resolve_config, summary
+    from kd2mcu.train.run import train as run_train
 
     cfg = resolve_config(config_path, dataset, data, test, seed, baseline, teacher, teacher_path, settings)
     if show_config:
@@ -92,7 +93,7 @@ def build(model: Path, calib, out: Path, force: bool, name: str, max_steps, targ
     optional Gather embedding, Gemm or MatMul+Add head) or a student checkpoint (student.pt),
     quantized post-training on --calib; or an integer model.json from an earlier build.
     """
-    from .build import build_from_checkpoint, build_from_intmodel, build_from_onnx, build_from_run
+    from kd2mcu.commands.build import build_from_checkpoint, build_from_intmodel, build_from_onnx, build_from_run
 
     if model.is_dir():
         if calib is not None:
@@ -134,7 +135,7 @@ def export_onnx_cmd(run: Path, output: Path, which_teacher: bool, force: bool):
     The student is one LSTM node per layer and a Gemm head (input x, output logits); the teacher takes
     x and lengths and gives logits and the hidden states it aligns, as kd2mcu train --teacher onnx reads.
     """
-    from .onnx_export import export_run
+    from kd2mcu.commands.export_onnx import export_run
 
     click.echo(export_run(run, output, which_teacher, force))
 
@@ -152,7 +153,7 @@ def sim(build_dir: Path, inputs: Path, opt: str, sanitize: bool, as_json: bool, 
 
     Exits 0 only when every logit and every final hidden and cell state matches.
     """
-    from .sim import simulate
+    from kd2mcu.commands.sim import simulate
 
     if opt not in ("-O0", "-O1", "-O2", "-O3", "-Os"):
         raise UserError(f"--opt {opt}: use one of -O0, -O1, -O2, -O3, -Os")
@@ -186,7 +187,7 @@ def emulate(build_dir: Path, inputs, opt: str, as_json: bool, portable: bool):
     Exits 0 only on a perfect match with the Python reference. Also measures instructions per
     inference (SysTick under -icount) and the firmware's flash and RAM.
     """
-    from .emulate import emulate as run_emulate
+    from kd2mcu.commands.emulate import emulate as run_emulate
 
     if opt not in ("-O0", "-O1", "-O2", "-O3", "-Os"):
         raise UserError(f"--opt {opt}: use one of -O0, -O1, -O2, -O3, -Os")
@@ -210,7 +211,7 @@ def emulate(build_dir: Path, inputs, opt: str, as_json: bool, portable: bool):
 @click.option("--dry-run", is_flag=True, help="Print the exact command and do nothing.")
 def flash(build_dir: Path, probe: str, dry_run: bool):
     """Build BUILD_DIR/firmware for the board and program it through a probe, verifying the write."""
-    from .flash import flash as run_flash
+    from kd2mcu.commands.flash import flash as run_flash
 
     cmd = run_flash(build_dir, probe, dry_run)
     click.echo(cmd if dry_run else f"programmed and verified: {cmd}")
@@ -222,14 +223,15 @@ def flash(build_dir: Path, probe: str, dry_run: bool):
 def report(build_dir: Path, as_json: bool):
     """Footprint of BUILD_DIR's model on its target (flash, RAM, MACs) and its measured speed; for a
     training run (kd2mcu train --out RUN), its accuracies: teacher, float student, PTQ and QAT int8."""
-    from . import report as rep
+    from kd2mcu.commands import report as rep
+    from kd2mcu.targets.footprint import format_report
 
     if (build_dir / "metrics.json").is_file():
         m = rep.run_report(build_dir)
         click.echo(json.dumps(m) if as_json else rep.format_run_report(m))
         return
     r = rep.report(build_dir)
-    click.echo(json.dumps(r) if as_json else rep.format_report(r))
+    click.echo(json.dumps(r) if as_json else format_report(r))
 
 
 def _save_npz(path: Path, **arrays) -> None:

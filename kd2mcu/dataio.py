@@ -13,7 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import UserError
+from kd2mcu.errors import UserError
 
 
 @dataclass

@@ -36,9 +36,9 @@ def require_arm():
 
 def write_build(model, folder: Path, name: str = "kd2mcu_model", layout: str = "fast") -> Path:
     """A build folder (model.json + src/) for an integer model, as `kd2mcu build model.json` writes."""
-    from kd2mcu.build import _write
+    from kd2mcu.commands import build
 
-    _write(model, {"name": name, "layout": layout}, folder, force=True, name=name)
+    build.write_build(model, {"name": name, "layout": layout}, folder, force=True, name=name)
     return folder
 
 

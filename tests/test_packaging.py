@@ -41,11 +41,11 @@ def test_installed_wheel_generates_code_away_from_the_checkout(wheel, tmp_path):
     script = (
         "import kd2mcu, numpy as np\n"
         "from kd2mcu.resources import resource_dir\n"
-        "from kd2mcu.random_model import random_model, ModelShape\n"
-        "from kd2mcu import codegen\n"
+        "from kd2mcu.quant.random_model import random_model, ModelShape\n"
+        "from kd2mcu.codegen import render\n"
         "assert str(resource_dir('templates')).startswith(%r), resource_dir('templates')\n"
         "assert (resource_dir('host_sim') / 'harness.c').is_file()\n"
-        "files = codegen.render(random_model(np.random.default_rng(0), ModelShape()), 'm')\n"
+        "files = render.render(random_model(np.random.default_rng(0), ModelShape()), 'm')\n"
         "print(sorted(files))\n" % str(site))
     env = dict(os.environ, PYTHONPATH=str(site))
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env)

@@ -1,0 +1,242 @@
+"""C code generation: the integer model rendered through the Jinja templates in templates/.
+
+This module only lays the model out (weight order, effective biases, constants as C literals);
+the C itself lives in the templates. The output depends on nothing but the model and the name,
+so building the same model twice gives byte-identical files.
+"""
+from __future__ import annotations
+
+import keyword
+import re
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from kd2mcu import __version__
+from kd2mcu.errors import UserError
+from kd2mcu.quant.intmodel import GATES, IntModel
+from kd2mcu.quant.qmath import SIGMOID_LUT, activation_tables
+from kd2mcu.resources import resource_dir
+
+KERNEL_HEADER = "kd2mcu_int8.h"
+# The compiler flag that selects the portable C path of the kernel header instead of the DSP path.
+PORTABLE_CFLAGS = "-DKD2MCU_PORTABLE"
+
+# C99 keywords and names a generated symbol must not shadow (emlearn checks the same).
+C_RESERVED = {
+    "auto", "break", "case", "char", "const", "continue", "default", "do", "double", "else", "enum", "extern",
+    "float", "for", "goto", "if", "inline", "int", "long", "register", "restrict", "return", "short", "signed",
+    "sizeof", "static", "struct", "switch", "typedef", "union", "unsigned", "void", "volatile", "while",
+    "_Bool", "_Complex", "_Imaginary", "main", "kd2mcu_int8",
+} | set(keyword.kwlist)
+
+
+def check_c_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,31}", name):
+        raise UserError(f"--name {name!r} is not a C identifier: use letters, digits and _ (starting with a "
+                        "letter, at most 32 characters)")
+    if name in C_RESERVED or name.startswith("kd2mcu_int8"):
+        raise UserError(f"--name {name!r} is a reserved C word: pick another model name")
+    return name
+
+
+def c_array(values, per_line: int = 16) -> str:
+    vals = [str(int(v)) if v != -(2**31) else "(-2147483647 - 1)" for v in np.asarray(values).ravel()]
+    if not vals:
+        return "    0"
+    lines = [", ".join(vals[i:i + per_line]) for i in range(0, len(vals), per_line)]
+    return "    " + ",\n    ".join(lines)
+
+
+def c_int32(v: int) -> str:
+    """An int32 literal that is valid C99 even for INT32_MIN."""
+    v = int(v)
+    return "INT32_C(-2147483647) - 1" if v == -(2**31) else f"INT32_C({v})" if abs(v) > 32767 else str(v)
+
+
+def c_float(v: float) -> str:
+    """A float literal that is exactly the float32 nearest v (hex float, C99)."""
+    return float(np.float32(v)).hex() + "f"
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(resource_dir("templates"))),
+        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+        autoescape=False)
+
+
+def _summary(model: IntModel) -> str:
+    parts = []
+    if model.is_token_model:
+        parts.append(f"embedding {model.embedding.shape[0]}x{model.embedding.shape[1]}")
+    else:
+        parts.append(f"{model.input_size} features")
+    for k, layer in enumerate(model.layers):
+        kind = "bidirectional" if layer.bidirectional else "reverse" if layer.reverse else "unidirectional"
+        parts.append(f"LSTM {layer.hidden_size} ({kind}, P={layer.cell_scale_power})")
+    parts.append(f"{model.num_classes} classes")
+    return " -> ".join(parts) + f"; up to {model.max_steps} steps."
+
+
+def pair_words(w: np.ndarray) -> np.ndarray:
+    """Weights [4 gates, H, n] in the fast layout of kd2mcu_int8.h: int32 words [H, groups, 2, 4 gates],
+    each word two int16 (hi * 65536 + (lo & 0xFFFF)); within a group of 4 columns the two words of a
+    gate hold columns (0, 2) and (1, 3), the order SXTB16 unpacks an int8 word into. Zero-padded."""
+    G, H, n = w.shape
+    groups = -(-n // 4)
+    padded = np.zeros((G, H, groups * 4), np.int64)
+    padded[:, :, :n] = w
+    quad = padded.reshape(G, H, groups, 4)
+    lo = quad[..., [0, 1]]
+    hi = quad[..., [2, 3]]
+    words = hi * 65536 + (lo & 0xFFFF)
+    return words.transpose(1, 2, 3, 0)  # [H, groups, pair, gate]
+
+
+def compact_words(w: np.ndarray) -> np.ndarray:
+    """Weights [4 gates, H, n] in the compact layout of kd2mcu_int8.h: int32 words [H, groups, 4 gates],
+    each word the int8 weights of 4 consecutive columns, column 4q + k in byte k. Zero-padded."""
+    G, H, n = w.shape
+    groups = -(-n // 4)
+    padded = np.zeros((G, H, groups * 4), np.int64)
+    padded[:, :, :n] = w
+    b = padded.reshape(G, H, groups, 4) & 0xFF
+    words = b[..., 0] | (b[..., 1] << 8) | (b[..., 2] << 16) | (b[..., 3] << 24)
+    words = np.where(words >= 2**31, words - 2**32, words)
+    return words.transpose(1, 2, 0)  # [H, groups, gate]
+
+
+def unpack_pairs(v: np.ndarray) -> np.ndarray:
+    """What kd2mcu_unpack writes for the vector v (already minus its zero point): the pair words."""
+    n = len(v)
+    groups = -(-n // 4)
+    padded = np.zeros(groups * 4, np.int64)
+    padded[:n] = v
+    quad = padded.reshape(groups, 4)
+    return (quad[:, [2, 3]] * 65536 + (quad[:, [0, 1]] & 0xFFFF)).reshape(-1)
+
+
+def fits_fast_rq(acc_bound: int, shift: int) -> bool:
+    """kd2mcu_rq_fast needs |acc| * 2^(max(shift, 0) + 1) < 2^31 for every reachable acc."""
+    return int(acc_bound) * 2 ** (max(int(shift), 0) + 1) < 2**31
+
+
+LAYOUTS = ("fast", "compact")
+
+
+def check_layout(layout: str) -> str:
+    if layout not in LAYOUTS:
+        raise UserError(f"unknown --layout {layout!r}: choose fast (int16 weight pairs for SMLAD, fastest) or "
+                        "compact (int8 weights, half the weight flash)")
+    return layout
+
+
+def context(model: IntModel, name: str, layout: str = "fast") -> dict:
+    check_layout(layout)
+    fast = layout == "fast"
+    words = pair_words if fast else compact_words
+    group_words = 8 if fast else 4
+    layers = []
+    offset = 0
+    for k, layer in enumerate(model.layers):
+        H, I = layer.hidden_size, layer.input_size
+        begin = offset
+        dirs = []
+        z_x, z_h = layer.input.zero_point, layer.hidden.zero_point
+        h_span = max(abs(-128 - z_h), abs(127 - z_h))
+        fast_gates = True
+        for dn, d in enumerate(layer.directions):
+            g = [d.gates[n] for n in GATES]
+            wx = np.stack([x.wx for x in g], axis=1).astype(np.int64)  # [H, 4, I]
+            wh = np.stack([x.wh for x in g], axis=1).astype(np.int64)  # [H, 4, H]
+            bx = np.stack([x.bias for x in g], axis=1).astype(np.int64) - z_x * wx.sum(2)
+            # Largest |acc| a gate can reach: raw int8 input (|x| <= 128), h minus its zero point.
+            bound_x = (np.abs(bx) + 128 * np.abs(wx).sum(2)).max(0)
+            bound_h = (h_span * np.abs(wh).sum(2)).max(0)
+            fast_gates &= all(fits_fast_rq(bound_x[n], x.input_mult[1]) and fits_fast_rq(bound_h[n], x.hidden_mult[1])
+                              for n, x in enumerate(g))
+            reverse = dn == 1 or layer.reverse
+            label = "backward" if reverse else "forward"
+            dirs.append({
+                "label": label, "reverse": reverse, "prefix": f"L{k}{label[0].upper()}",
+                "fn": f"{name}_layer{k}_{label}_step", "state_offset": offset, "output_offset": dn * H,
+                "w": c_array(np.concatenate([bx, words(wx.transpose(1, 0, 2)).reshape(H, -1),
+                                             words(wh.transpose(1, 0, 2)).reshape(H, -1)], axis=1)),
+                "gates": [{"name": n, "activation": "kd2mcu_tanh16" if n == "g" else "kd2mcu_sigmoid16",
+                           "mx": c_int32(x.input_mult[0]), "sx": x.input_mult[1],
+                           "mh": c_int32(x.hidden_mult[0]), "sh": x.hidden_mult[1]} for n, x in zip(GATES, g)],
+            })
+            offset += H
+        # The cell and hidden requantizations always take the fast path: |f * c|, |i * g|, |o * tanh| < 2^30
+        # and IntModel.validate() allows them no left shift.
+        layers.append({
+            "index": k, "input_size": I, "hidden": H, "output_width": layer.output_size, "directions": dirs,
+            "x_groups": -(-I // 4), "h_groups": -(-H // 4), "unit_words": 4 + group_words * (-(-I // 4) + -(-H // 4)),
+            "group_words": group_words, "mac": "kd2mcu_mac4" if fast else "kd2mcu_mac4_compact",
+            "state_begin": begin, "state_end": offset,
+            "input_offset": begin - model.layers[k - 1].output_size if k else 0,
+            "m_ig": c_int32(layer.input_to_cell[0]), "s_ig": layer.input_to_cell[1], "clip": layer.cell_clip,
+            "tanh_shift": layer.cell_scale_power + 12, "m_h": c_int32(layer.hidden_out[0]),
+            "s_h": layer.hidden_out[1], "z_h": z_h,
+            "gate_pre": "kd2mcu_gate_pre_fast" if fast_gates else "kd2mcu_gate_pre",
+        })
+    hd = model.head
+    head_w = hd.weight.astype(np.int64)
+    last = model.layers[-1]
+    tokens = model.is_token_model
+    streaming = model.streaming
+    return {
+        "version": __version__, "name": name, "NAME": name.upper(), "source": model.source or "(unnamed)",
+        "fast": fast, "layout": layout,
+        "summary": _summary(model), "tokens": tokens, "streaming": streaming,
+        "input_size": model.input_size, "max_steps": model.max_steps, "num_classes": model.num_classes,
+        "state_size": offset,
+        "state_doc": ", ".join(f"layer {k} {d['label']} at {d['state_offset']}" for k, l in enumerate(layers)
+                               for d in l["directions"]),
+        "input_size_doc": "embedding width (one token id per step)" if tokens else "features per time step",
+        "input_layout_doc": "steps token ids" if tokens else "steps x INPUT_SIZE int8, time-major",
+        "step_doc": "one token id" if tokens else "INPUT_SIZE int8 features",
+        "input_stride": 1 if tokens else model.input_size,
+        "vocab_size": int(model.embedding.shape[0]) if tokens else 0,
+        "embedding": c_array(model.embedding) if tokens else "",
+        "input_scale": c_float(model.input.scale), "input_zero_point": model.input.zero_point,
+        "input_inv_scale": c_float(1.0 / model.input.scale),
+        "output_scale": c_float(hd.output.scale), "output_zero_point": hd.output.zero_point,
+        "layers": layers,
+        "seq_buffers": not streaming and len(layers) > 1,
+        "seq_width": max((l["output_width"] for l in layers[:-1]), default=0),
+        "head": {
+            "width": int(hd.weight.shape[1]), "w": c_array(head_w),
+            "b": c_array(hd.bias.astype(np.int64) - hd.input.zero_point * head_w.sum(1)),
+            "z_out": hd.output.zero_point, "state_offset": offset - last.output_size,
+            "classes": [{"index": c, "m": c_int32(hd.mult[c]), "s": int(hd.shift[c])}
+                        for c in range(model.num_classes)],
+        },
+    }
+
+
+def render(model: IntModel, name: str, layout: str = "fast") -> dict[str, str]:
+    """The generated sources: file name -> text."""
+    check_c_name(name)
+    env = _environment()
+    ctx = context(model, name, layout)
+    sigmoid, tanh = activation_tables()
+    tables = {"sigmoid_table": c_array(sigmoid, per_line=8), "tanh_table": c_array(tanh, per_line=8),
+              "lut": c_array(SIGMOID_LUT, per_line=12)}
+    return {
+        KERNEL_HEADER: env.get_template("kd2mcu_int8.h.j2").render(version=__version__, **tables),
+        f"{name}.h": env.get_template("model.h.j2").render(**ctx),
+        f"{name}.c": env.get_template("model.c.j2").render(**ctx),
+    }
+
+
+def write_sources(model: IntModel, name: str, src_dir: Path, layout: str = "fast") -> list[Path]:
+    src_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fname, text in sorted(render(model, name, layout).items()):
+        p = src_dir / fname
+        p.write_text(text)
+        paths.append(p)
+    return paths

@@ -1,0 +1,173 @@
+"""``kd2mcu build``: a training run, a float ONNX model + calibration data, a student checkpoint or an
+integer model.json -> a build folder (``kd2mcu.codegen.buildfolder``): quantization where needed
+(``kd2mcu.quant``), the C sources (``kd2mcu.codegen.render``) and the firmware project
+(``kd2mcu.targets.firmware``)."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from kd2mcu import __version__
+from kd2mcu.codegen import render
+from kd2mcu.codegen.buildfolder import BUILD_FILE, MODEL_FILE, SRC_DIR
+from kd2mcu.dataio import Dataset, load_npz
+from kd2mcu.errors import UserError
+from kd2mcu.outputs import check_output, staged_folder, write_json
+from kd2mcu.quant import reference
+from kd2mcu.quant.floatmodel import CalibrationStats
+from kd2mcu.quant.intmodel import IntModel
+from kd2mcu.quant.ptq import quantize
+from kd2mcu.targets import firmware
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def quality(model: IntModel, float_logits: np.ndarray, data: Dataset) -> dict:
+    """How close the int8 model's dequantized logits are to the float model's on ``data``."""
+    x_q = quantize_data(model, data)
+    q = reference.run(model, x_q, data.lengths)["logits"]
+    deq = reference.dequantize_logits(model, q).astype(np.float64)
+    rel_l2 = float(np.linalg.norm(deq - float_logits) / max(np.linalg.norm(float_logits), 1e-12))
+    agree = float(np.mean(deq.argmax(1) == float_logits.argmax(1)))
+    out = {"samples": data.n, "relative_l2_error": rel_l2, "argmax_agreement": agree}
+    if data.y is not None:
+        out["float_accuracy"] = float(np.mean(float_logits.argmax(1) == data.y))
+        out["int8_accuracy"] = float(np.mean(q.argmax(1) == data.y))
+    return out
+
+
+def quantize_data(model: IntModel, data: Dataset) -> np.ndarray:
+    """The int8 input [N, T, F] of a feature model, or the token ids of a token model, checked."""
+    if model.is_token_model:
+        if not data.is_tokens:
+            raise UserError(f"{data.path}: the model reads token ids, but x holds features {list(data.x.shape)}")
+        V = model.embedding.shape[0]
+        if data.x.min() < 0 or data.x.max() >= V:
+            raise UserError(f"{data.path}: token ids must lie in 0..{V - 1} (the embedding has {V} rows)")
+        return data.x.astype(np.int32)
+    if data.is_tokens:
+        raise UserError(f"{data.path}: the model reads float features [N, T, {model.input_size}], but x holds "
+                        f"token ids {list(data.x.shape)}")
+    if data.x.shape[2] != model.input_size:
+        raise UserError(f"{data.path}: x has {data.x.shape[2]} features per step, the model expects "
+                        f"{model.input_size}")
+    return reference.quantize_input(model, data.x)
+
+
+def build_from_onnx(onnx_path: Path, calib_path: Path, out: Path, force: bool, name: str,
+                    max_steps: Optional[int] = None, tol: float = 1e-4,
+                    target: str = firmware.DEFAULT_BOARD, vectors_from: Optional[Dataset] = None,
+                    layout: str = "fast") -> dict:
+    """Post-training quantization of a float ONNX model on ``calib_path``; the firmware's test vectors come
+    from ``vectors_from`` (a held-out split) or else from the calibration data."""
+    from kd2mcu.quant.onnx_import import import_onnx
+
+    render.check_c_name(name)
+    render.check_layout(layout)
+    board = firmware.load_board(target)
+    check_output(out, force)
+    data = load_npz(calib_path, "--calib")
+    imp = import_onnx(onnx_path, data.x, tol=tol)
+    fm = imp.model
+    if fm.is_token_model != data.is_tokens:
+        raise UserError(f"--calib {calib_path}: x shape {list(data.x.shape)} does not fit the model's input "
+                        f"({'token ids [N, T]' if fm.is_token_model else 'features [N, T, F]'})")
+    stats = CalibrationStats()
+    float_logits = fm.forward(data.x, data.lengths, stats=stats)
+    steps = int(max_steps or data.steps)
+    if steps < data.steps:
+        raise UserError(f"--max-steps {steps} is shorter than the calibration sequences ({data.steps} steps)")
+    model = quantize(fm, stats, steps, source=f"{Path(onnx_path).name} (sha256 {_sha256(onnx_path)[:16]})")
+    report = quality(model, float_logits, data)
+    info = {
+        "kd2mcu_version": __version__, "name": name, "source": str(onnx_path), "source_sha256": _sha256(onnx_path),
+        "calibration": {"file": str(calib_path), "sha256": _sha256(calib_path), "samples": data.n},
+        "import_max_abs_diff_vs_onnxruntime": imp.max_abs_diff, "quantization": report, "layout": layout,
+    }
+    write_build(model, info, out, force, name, board, _vectors(model, vectors_from or data))
+    return info
+
+
+def _vectors(model: IntModel, data: Dataset):
+    """The first samples of ``data`` as the firmware's test vectors (x_q, lengths)."""
+    k = min(firmware.DEFAULT_VECTORS, data.n)
+    return quantize_data(model, data)[:k], None if data.lengths is None else data.lengths[:k]
+
+
+def build_from_run(run: Path, out: Path, force: bool, name: str, target: str = firmware.DEFAULT_BOARD,
+                   layout: str = "fast") -> dict:
+    """A training run's student: its integer model from quantization-aware training when the run has one
+    (no second calibration), else post-training quantization of student.onnx on the run's training split.
+    The firmware's test vectors come from the run's held-out test split."""
+    run = Path(run)
+    if not (run / "student.onnx").is_file() or not (run / "test.npz").is_file():
+        raise UserError(f"{run} is not a kd2mcu training run (no student.onnx / test.npz): run kd2mcu train first")
+    test = load_npz(run / "test.npz", "the run's test split")
+    if not (run / MODEL_FILE).is_file():
+        return build_from_onnx(run / "student.onnx", run / "calib.npz", out, force, name, target=target,
+                               vectors_from=test, layout=layout)
+    render.check_c_name(name)
+    render.check_layout(layout)
+    board = firmware.load_board(target)
+    check_output(out, force)
+    model = IntModel.load(run / MODEL_FILE)
+    info = {"kd2mcu_version": __version__, "name": name, "source": str(run / MODEL_FILE),
+            "source_sha256": _sha256(run / MODEL_FILE),
+            "quantization": {"method": "quantization-aware training (the run's integer model)"}, "layout": layout}
+    write_build(model, info, out, force, name, board, _vectors(model, test))
+    return info
+
+
+def build_from_intmodel(json_path: Path, out: Path, force: bool, name: str,
+                        target: str = firmware.DEFAULT_BOARD, layout: str = "fast") -> dict:
+    render.check_c_name(name)
+    render.check_layout(layout)
+    board = firmware.load_board(target)
+    check_output(out, force)
+    model = IntModel.load(json_path)
+    info = {"kd2mcu_version": __version__, "name": name, "source": str(json_path),
+            "source_sha256": _sha256(json_path), "layout": layout}
+    write_build(model, info, out, force, name, board)
+    return info
+
+
+def write_build(model: IntModel, info: dict, out: Path, force: bool, name: str,
+           board: Optional["firmware.Board"] = None, vectors=None) -> None:
+    """Write model.json, src/, build.json and the firmware project (test vectors: ``vectors`` =
+    (x_q, lengths), or seeded random inputs when the build has no data)."""
+    board = board or firmware.load_board(firmware.DEFAULT_BOARD)
+    if vectors is None:
+        from kd2mcu.quant.random_model import random_inputs
+
+        steps = min(model.max_steps, 50)
+        vectors = random_inputs(np.random.default_rng(0), model, firmware.DEFAULT_VECTORS, steps)
+    info = dict(info, target=board.name)
+    with staged_folder(out, force) as stage:
+        (stage / MODEL_FILE).write_text(model.to_json())
+        render.write_sources(model, name, stage / SRC_DIR, info.get("layout", "fast"))
+        firmware.write_project(model, name, board, stage / SRC_DIR, stage / firmware.FIRMWARE_DIR, *vectors)
+        write_json(stage / BUILD_FILE, info)
+
+
+def build_from_checkpoint(checkpoint: Path, calib_path: Path, out: Path, force: bool, name: str,
+                          max_steps: Optional[int] = None, target: str = firmware.DEFAULT_BOARD,
+                          layout: str = "fast") -> dict:
+    """A TinyLSTM checkpoint (student.pt): exported to ONNX, then quantized post-training on ``calib_path``."""
+    import tempfile
+
+    from kd2mcu.train.student import example_input, export_onnx
+    from kd2mcu.train.student import load as load_student
+
+    render.check_layout(layout)
+    if not Path(checkpoint).is_file():
+        raise UserError(f"{checkpoint}: no such student checkpoint")
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = Path(tmp) / f"{Path(checkpoint).stem}.onnx"
+        student = load_student(checkpoint)
+        export_onnx(student, example_input(student), onnx_path)
+        return build_from_onnx(onnx_path, calib_path, out, force, name, max_steps, target=target, layout=layout)

@@ -1,0 +1,72 @@
+"""``kd2mcu emulate``: the firmware, cross-compiled, run in qemu-system-arm and checked bit for bit.
+
+The samples are baked into the firmware's flash (in batches that fit, ``kd2mcu.targets.qemu``), the
+firmware prints every output over semihosting, and each is compared with the Python reference.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from kd2mcu.codegen.buildfolder import EMULATE_FILE, MODEL_FILE, find_build, read_build_info
+from kd2mcu.codegen.render import PORTABLE_CFLAGS
+from kd2mcu.commands.build import quantize_data
+from kd2mcu.dataio import load_npz
+from kd2mcu.errors import UserError
+from kd2mcu.quant import reference
+from kd2mcu.quant.intmodel import IntModel
+from kd2mcu.targets.firmware import DEFAULT_BOARD, FIRMWARE_DIR, VECTORS_FILE, kernel_path, load_board
+from kd2mcu.targets.hostsim import compare
+from kd2mcu.targets.qemu import run_in_qemu
+
+
+def emulate(build_dir, inputs=None, opt: str = "-O2", timeout: float = 600.0, portable: bool = False) -> dict:
+    """Run the build's firmware in QEMU on ``inputs`` (or its baked-in vectors) and compare every output
+    with the Python reference. ``portable``: compile the portable C path instead of the DSP path."""
+    d = find_build(build_dir)
+    model = IntModel.load(d / MODEL_FILE)
+    info = read_build_info(d)
+    board = load_board(info.get("target", DEFAULT_BOARD))
+    project = d / FIRMWARE_DIR
+    if not (project / "Makefile").is_file():
+        raise UserError(f"{d} has no firmware project: rebuild with kd2mcu build ... --target {board.name}")
+    if inputs is not None:
+        data = load_npz(inputs, "--inputs")
+        if data.steps > model.max_steps:
+            raise UserError(f"--inputs {inputs}: sequences have {data.steps} steps but the model was built for at "
+                            f"most {model.max_steps}; rebuild with --max-steps {data.steps}")
+        x_q, lengths, y = quantize_data(model, data), data.lengths, data.y
+    else:
+        with np.load(project / VECTORS_FILE) as f:
+            x_q, lengths, y = f["x_q"], f["lengths"], None
+    N = len(x_q)
+    lengths = np.full(N, x_q.shape[1], np.int64) if lengths is None else np.asarray(lengths, np.int64)
+    ref = reference.run(model, x_q, lengths)
+    sim, instructions, source, sizes = run_in_qemu(project, model, board, x_q, lengths, opt, timeout,
+                                                   extra_cflags=PORTABLE_CFLAGS if portable else "")
+    mismatches, first = compare(ref, sim)
+    hz = float(board.emulator["systick_hz"])
+    per_inference = float(instructions.mean())
+    total_steps = float(lengths.mean())
+    result = {
+        "build": str(d), "target": board.name, "machine": board.emulator["machine"], "samples": N,
+        "mismatches": mismatches, "first_mismatch": None if first is None else str(first),
+        "compiler_flags": " ".join(board.cpu_flags) + f" {opt}" + (f" {PORTABLE_CFLAGS}" if portable else ""),
+        "portable": portable,
+        "kernel_path": kernel_path(board, portable),
+        "instructions_per_inference": round(per_inference),
+        "instructions_per_step": round(per_inference / max(total_steps, 1.0), 1),
+        "measured_by": (f"SysTick at {hz / 1e6:g} MHz under qemu -icount shift=0 (1 instruction = 1 ns): "
+                        f"instructions = ticks x {1e9 / hz:.3f}, resolution one tick" if source == "systick"
+                        else "DWT cycle counter"),
+        "flash_bytes": sizes["flash_bytes"], "ram_bytes": sizes["ram_bytes"],
+        "size_note": "whole test firmware (arm-none-eabi-size: text+data, data+bss), test vectors included",
+    }
+    if y is not None:
+        result["accuracy"] = float(np.mean(sim.logits.argmax(1) == y))
+    tmp_path = d / f".{EMULATE_FILE}.tmp-{os.getpid()}"
+    tmp_path.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp_path, d / EMULATE_FILE)
+    return result

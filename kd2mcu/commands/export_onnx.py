@@ -1,0 +1,50 @@
+"""``kd2mcu export-onnx``: a training run's float student (or its teacher) as a standard ONNX file."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from kd2mcu.errors import UserError
+
+
+def export_run(run: Path, output: Path, teacher: bool = False, force: bool = False) -> str:
+    """Write the ONNX file atomically; return a one-line description of what was written."""
+    run, output = Path(run), Path(output)
+    if output.suffix != ".onnx":
+        raise UserError(f"{output}: the output file name must end in .onnx")
+    if output.exists() and not force:
+        raise UserError(f"{output} exists: pass --force to replace it, or choose another file name")
+    if not (run / "student.pt").is_file():
+        raise UserError(f"{run} is not a kd2mcu training run (no student.pt): run kd2mcu train first")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}.onnx")
+    try:
+        what = _export(run, tmp, teacher)
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return f"wrote {output}: {what}"
+
+
+def _export(run: Path, tmp: Path, teacher: bool) -> str:
+    if teacher:
+        from kd2mcu.train.teacher import export_onnx, load_transformer
+
+        weights = run / "teacher.pt"
+        meta = json.loads((run / "teacher.json").read_text()) if (run / "teacher.json").is_file() else {}
+        if meta.get("kind") != "transformer" or not weights.is_file():
+            raise UserError(f"{run}: its teacher is not a transformer trained by kd2mcu "
+                            f"({meta.get('kind', 'none')}); only such a teacher can be exported")
+        import numpy as np
+
+        with np.load(run / "calib.npz") as f:
+            example = f["x"][:2]
+        export_onnx(load_transformer(weights), example, meta["aligned_layers"], tmp)
+        return f"the teacher ({meta['description']}), inputs x and lengths, outputs logits and hidden states"
+    from kd2mcu.train.student import example_input, export_onnx, load
+
+    student = load(run / "student.pt")
+    export_onnx(student, example_input(student), tmp)
+    layers = student.shape["layers"]
+    return f"the float student, {layers} LSTM node{'s' if layers > 1 else ''} and a linear head"

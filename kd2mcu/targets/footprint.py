@@ -1,0 +1,113 @@
+"""The model's footprint on its target and its measured speed.
+
+Flash and RAM come from compiling the model's C alone for the board with arm-none-eabi-gcc and
+reading its symbols (arm-none-eabi-nm): code, constants (weights, effective biases, the activation
+table), static buffers; the state is the size of the state struct; the stack from gcc's
+-fstack-usage. MACs are counted from the shapes. Instructions come from the last ``kd2mcu emulate``.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+from kd2mcu.codegen.buildfolder import EMULATE_FILE, MODEL_FILE, SRC_DIR, model_name, read_build_info
+from kd2mcu.codegen.render import PORTABLE_CFLAGS
+from kd2mcu.quant.intmodel import IntModel
+from kd2mcu.targets.firmware import DEFAULT_BOARD, arm_tool, kernel_path, load_board
+
+
+def macs(model: IntModel) -> dict:
+    per_step = sum(4 * layer.hidden_size * (layer.input_size + layer.hidden_size) * len(layer.directions)
+                   for layer in model.layers)
+    head = model.head.num_classes * int(model.head.weight.shape[1])
+    return {"macs_per_step": per_step, "head_macs": head,
+            "macs_per_inference_at_max_steps": per_step * model.max_steps + head}
+
+
+def footprint(build_dir: Path, opt: str = "-O2", portable: Optional[bool] = None) -> dict:
+    """Flash and RAM of the model alone, compiled for the build's board; with the portable C path when
+    ``portable`` (default: as the last ``kd2mcu emulate`` ran, whose instruction counts are merged in)."""
+    d = Path(build_dir).resolve()  # the compiler runs in a temporary folder
+    emu = d / EMULATE_FILE
+    emulated = json.loads(emu.read_text()) if emu.is_file() else None
+    if portable is None:
+        portable = bool(emulated and emulated.get("portable"))
+    extra_cflags = [PORTABLE_CFLAGS] if portable else []
+    model = IntModel.load(d / MODEL_FILE)
+    name = model_name(d)
+    board = load_board(read_build_info(d).get("target", DEFAULT_BOARD))
+    gcc, nm = arm_tool("arm-none-eabi-gcc"), arm_tool("arm-none-eabi-nm")
+    with tempfile.TemporaryDirectory() as tmp:
+        obj = Path(tmp) / "model.o"
+        subprocess.run([gcc, *board.cpu_flags, "-std=c99", opt, "-ffunction-sections", "-fdata-sections",
+                        "-fstack-usage", *extra_cflags, "-I", str(d / SRC_DIR), "-c", str(d / SRC_DIR / f"{name}.c"), "-o", str(obj)],
+                       check=True, capture_output=True, cwd=tmp)
+        symbols = subprocess.run([nm, "-S", "--size-sort", str(obj)], capture_output=True, text=True,
+                                 check=True).stdout.splitlines()
+        frames = {}
+        for line in (Path(tmp) / "model.su").read_text().splitlines():
+            where, size, _ = line.split("\t")
+            frames[where.rsplit(":", 1)[-1]] = int(size)
+    sizes = {"code": 0, "constants": 0, "weights": 0, "static_ram": 0}
+    for line in symbols:
+        _, size, kind, _sym = line.split()
+        size = int(size, 16)
+        if kind in "tT":
+            sizes["code"] += size
+        elif kind in "rR":
+            sizes["constants"] += size
+            if not _sym.startswith(("kd2mcu_sigmoid_", "kd2mcu_tanh_")):  # weights, embedding, biases
+                sizes["weights"] += size
+        elif kind in "bBdD":
+            sizes["static_ram"] += size
+    S = sum(model.state_sizes())
+    state = S + (S % 2) + 2 * S
+    steps = [v for k, v in frames.items() if k.endswith("_step")]
+    stack = frames.get(f"{name}_run", 0) + max(steps + [frames.get(f"{name}_head", 0)])
+    out = {
+        "target": board.name, "compiler_flags": " ".join(board.cpu_flags + [opt] + extra_cflags),
+        "layout": read_build_info(d).get("layout", "fast"),
+        "kernel_path": kernel_path(board, portable),
+        "flash_code_bytes": sizes["code"], "flash_constant_bytes": sizes["constants"],
+        "flash_weight_bytes": sizes["weights"], "flash_total_bytes": sizes["code"] + sizes["constants"],
+        "ram_state_bytes": state, "ram_static_buffer_bytes": sizes["static_ram"], "ram_stack_bytes": stack,
+        "ram_total_bytes": state + sizes["static_ram"] + stack,
+        **macs(model), "max_steps": model.max_steps,
+    }
+    if emulated is not None and bool(emulated.get("portable")) == portable:
+        e = emulated
+        out.update({k: e[k] for k in ("instructions_per_inference", "instructions_per_step", "measured_by",
+                                      "samples", "mismatches") if k in e})
+        mean_steps = e["instructions_per_inference"] / max(e["instructions_per_step"], 1e-9)
+        out["instructions_per_mac"] = round(e["instructions_per_inference"] /
+                                            (out["macs_per_step"] * mean_steps + out["head_macs"]), 2)
+    return out
+
+
+def format_report(r: dict) -> str:
+    rows = [
+        ("target", f"{r['target']} ({r['compiler_flags']})"),
+        ("weight layout, kernel path", f"{r['layout']}, {r['kernel_path']}"),
+        ("flash: code", f"{r['flash_code_bytes']:,} B"),
+        ("flash: weights + biases", f"{r['flash_weight_bytes']:,} B"),
+        ("flash: all constants (with the activation tables)", f"{r['flash_constant_bytes']:,} B"),
+        ("flash: model total", f"{r['flash_total_bytes']:,} B"),
+        ("RAM: state (h, c)", f"{r['ram_state_bytes']:,} B"),
+        ("RAM: static sequence buffer", f"{r['ram_static_buffer_bytes']:,} B"),
+        ("RAM: stack (gcc -fstack-usage)", f"{r['ram_stack_bytes']:,} B"),
+        ("RAM: model total", f"{r['ram_total_bytes']:,} B"),
+        ("MACs per time step", f"{r['macs_per_step']:,}"),
+        (f"MACs per inference ({r['max_steps']} steps)", f"{r['macs_per_inference_at_max_steps']:,}"),
+    ]
+    if "instructions_per_inference" in r:
+        rows += [("instructions per inference (last emulate)", f"{r['instructions_per_inference']:,}"),
+                 ("instructions per time step", f"{r['instructions_per_step']:,}"),
+                 ("instructions per MAC", f"{r['instructions_per_mac']}"),
+                 ("measured by", r["measured_by"])]
+    else:
+        rows.append(("instructions", "not measured yet: run kd2mcu emulate DIR"))
+    width = max(len(a) for a, _ in rows)
+    return "\n".join(f"{a:<{width}}  {b}" for a, b in rows)

@@ -1,0 +1,27 @@
+"""The programming probes a board is flashed through: st-flash, OpenOCD (ST-LINK interface) and
+STM32CubeProgrammer; the exact command each is run with to program and verify an image."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from kd2mcu.errors import UserError
+from kd2mcu.targets.firmware import Board
+
+# probe -> (executable, where to get it)
+PROBES = {
+    "stlink": ("st-flash", "apt-get install stlink-tools"),
+    "openocd": ("openocd", "apt-get install openocd"),
+    "cubeprog": ("STM32_Programmer_CLI", "install STM32CubeProgrammer from st.com and put its bin/ on PATH"),
+}
+
+
+def flash_command(probe: str, board: Board, image_dir: Path) -> list[str]:
+    """The exact command that programs and verifies ``image_dir/firmware.{bin,elf,hex}``."""
+    if probe == "stlink":  # st-flash reads the flash back after writing ("Flash written and verified")
+        return ["st-flash", "--reset", "write", str(image_dir / "firmware.bin"), board.flash_address]
+    if probe == "openocd":
+        return ["openocd", "-f", "interface/stlink.cfg", "-f", board.openocd_target,
+                "-c", f"program {image_dir / 'firmware.elf'} verify reset exit"]
+    if probe == "cubeprog":
+        return ["STM32_Programmer_CLI", "-c", "port=SWD", "-w", str(image_dir / "firmware.hex"), "-v", "-rst"]
+    raise UserError(f"unknown probe {probe!r}: use stlink, openocd or cubeprog")

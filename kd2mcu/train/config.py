@@ -1,0 +1,216 @@
+"""The training configuration: every setting of ``kd2mcu train``, with documented defaults.
+
+A run reads an optional TOML file (``--config kd2mcu.toml``) whose sections and keys are those of
+``DEFAULTS`` below; command-line flags override the file, and the file overrides the defaults. An
+unknown section or key is refused by name, with the valid ones listed. The resolved configuration
+is written to the run folder as ``config.toml``, so a run can be repeated exactly.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import sys
+from pathlib import Path
+
+from kd2mcu.errors import UserError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+# section -> key -> (default, help). The types of the defaults are the types a value must have.
+DEFAULTS: dict[str, dict[str, tuple]] = {
+    "run": {
+        "seed": (0, "seed of the student, the adapter, the data split and the baseline"),
+        "baseline": (False, "also train the same student without the teacher (metrics: baseline_accuracy)"),
+        "threads": (1, "torch CPU threads (small models train fastest on one)"),
+    },
+    "data": {
+        "dataset": ("basic_motions", "bundled dataset: basic_motions, japanese_vowels or chinese_reviews"),
+        "train_file": ("", "your own training data (.npz or .csv) instead of a bundled set"),
+        "test_file": ("", "your own test data (.npz or .csv); without it 20% of train_file is held out"),
+        "val_fraction": (0.15, "share of the training split held out for choosing the best epoch"),
+        "max_len": (0, "steps kept per sample, longer ones are cut (0: text 64 characters, sensor data its longest sequence)"),
+        "max_vocab": (2000, "text: vocabulary size cap, <pad> and <oov> included"),
+        "subset": (0, "use only this many samples of a bundled set (0: all)"),
+    },
+    "teacher": {
+        "kind": ("transformer", "transformer (trained here), pretrained (Hugging Face folder, fine-tuned), "
+                                "onnx (a file run by onnxruntime) or logits (precomputed, from a file)"),
+        "path": ("", "pretrained: the model folder (empty: all-MiniLM-L6-v2 from kd2mcu[minilm]); onnx: the .onnx file; "
+                     "logits: the .npz file"),
+        "seed": (0, "seed of the teacher's training (its outputs are cached per dataset and teacher settings)"),
+        "width": (64, "transformer: model width"),
+        "depth": (3, "transformer: encoder layers"),
+        "heads": (4, "transformer: attention heads"),
+        "ff": (128, "transformer: feed-forward width"),
+        "dropout": (0.1, "transformer: dropout"),
+        "epochs": (60, "training epochs of the transformer (of a pretrained teacher: fine-tuning epochs, about 3 suffice)"),
+        "lr": (1e-3, "learning rate (AdamW, cosine schedule)"),
+        "batch_size": (32, "batch size"),
+    },
+    "student": {
+        "hidden": (32, "LSTM hidden units per direction (8..128)"),
+        "layers": (1, "LSTM layers (1 or 2)"),
+        "bidirectional": (False, "bidirectional LSTM layers"),
+        "embedding": (32, "text: embedding width (sensor data has no embedding)"),
+    },
+    "distill": {
+        "warmup_epochs": (10, "stage 1: hard labels only"),
+        "epochs": (100, "stage 2: full distillation"),
+        "temperature": (2.0, "softmax temperature T of the soft targets"),
+        "temperature_schedule": ([], "temperatures for equal parts of stage 2, e.g. [5.0, 3.0, 1.0] (overrides temperature)"),
+        "alpha": (0.7, "weight of the soft-target term T^2 * KL; (1 - alpha) weighs the hard-label cross entropy"),
+        "beta": (0.0, "weight of the hidden-state alignment MSE(adapter(teacher_hidden), student_hidden); "
+                      "0 by default: it did not help on the bundled sets (benchmarks/ablation_kd.py)"),
+        "align_layers": ([], "teacher layers to align with (1-based; empty: a middle one and the last)"),
+        "lr": (5e-3, "learning rate (AdamW, cosine schedule per stage)"),
+        "weight_decay": (1e-2, "AdamW weight decay"),
+        "batch_size": (8, "batch size"),
+        "grad_clip": (1.0, "gradient norm clipping"),
+    },
+    "qat": {
+        "enabled": (True, "stage 3: keep distilling while the forward pass imitates the int8 kernel exactly"),
+        "epochs": (10, "stage 3 epochs (the distilled student competes too: the epoch best on validation is kept)"),
+        "lr": (2e-4, "stage 3 learning rate (AdamW, cosine; batch size, alpha and clipping as in [distill])"),
+    },
+}
+
+
+def defaults() -> dict:
+    return {sec: {k: copy.deepcopy(v[0]) for k, v in keys.items()} for sec, keys in DEFAULTS.items()}
+
+
+def _valid_keys(section: str) -> str:
+    return ", ".join(DEFAULTS[section])
+
+
+def _check_value(section: str, key: str, value, source: str):
+    want = DEFAULTS[section][key][0]
+    where = f"{source}: [{section}] {key}"
+    if isinstance(want, bool):
+        if not isinstance(value, bool):
+            raise UserError(f"{where} = {value!r}: expected true or false")
+        return value
+    if isinstance(want, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"{where} = {value!r}: expected an integer")
+        return value
+    if isinstance(want, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise UserError(f"{where} = {value!r}: expected a number")
+        return float(value)
+    if isinstance(want, str):
+        if not isinstance(value, str):
+            raise UserError(f"{where} = {value!r}: expected a string")
+        return value
+    if isinstance(want, list):
+        if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
+            raise UserError(f"{where} = {value!r}: expected a list of numbers")
+        return list(value)
+    raise AssertionError(want)  # pragma: no cover
+
+
+def merge(cfg: dict, overrides: dict, source: str) -> dict:
+    """``cfg`` updated with ``overrides`` ({section: {key: value}}), every name and type checked."""
+    out = copy.deepcopy(cfg)
+    for section, keys in overrides.items():
+        if section not in DEFAULTS:
+            raise UserError(f"{source}: unknown section [{section}]; valid sections: {', '.join(DEFAULTS)}")
+        if not isinstance(keys, dict):
+            raise UserError(f"{source}: {section} must be a [{section}] table of settings")
+        for key, value in keys.items():
+            if key not in DEFAULTS[section]:
+                raise UserError(f"{source}: unknown key '{key}' in [{section}]; valid keys: {_valid_keys(section)}")
+            out[section][key] = _check_value(section, key, value, source)
+    return out
+
+
+def load(path) -> dict:
+    """Defaults updated with the TOML file at ``path`` (None: defaults only)."""
+    cfg = defaults()
+    if path is None:
+        return validate(cfg, "defaults")
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"--config {path}: no such file")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"--config {path}: not valid TOML ({exc})") from None
+    return merge(cfg, data, f"--config {path}")
+
+
+def validate(cfg: dict, source: str) -> dict:
+    """Ranges the student and the integer model can express, and sane training settings."""
+    s, d, t, data = cfg["student"], cfg["distill"], cfg["teacher"], cfg["data"]
+    rules = [
+        (8 <= s["hidden"] <= 128, "[student] hidden must lie in 8..128"),
+        (s["layers"] in (1, 2), "[student] layers must be 1 or 2"),
+        (1 <= s["embedding"] <= 256, "[student] embedding must lie in 1..256"),
+        (0.0 <= d["alpha"] <= 1.0, "[distill] alpha must lie in 0..1"),
+        (d["beta"] >= 0.0, "[distill] beta must be >= 0"),
+        (d["temperature"] > 0 and all(v > 0 for v in d["temperature_schedule"]),
+         "[distill] temperatures must be > 0"),
+        (d["warmup_epochs"] >= 0 and d["epochs"] >= 0 and d["warmup_epochs"] + d["epochs"] > 0,
+         "[distill] warmup_epochs and epochs must be >= 0, and not both 0"),
+        (d["lr"] > 0 and t["lr"] > 0, "learning rates must be > 0"),
+        (d["batch_size"] >= 1 and t["batch_size"] >= 1, "batch sizes must be >= 1"),
+        (d["grad_clip"] > 0, "[distill] grad_clip must be > 0"),
+        (t["kind"] in ("transformer", "pretrained", "onnx", "logits"),
+         "[teacher] kind must be transformer, pretrained, onnx or logits"),
+        (t["width"] % max(t["heads"], 1) == 0 and t["heads"] >= 1 and t["depth"] >= 1,
+         "[teacher] width must be a multiple of heads, depth >= 1"),
+        (t["epochs"] >= 0, "[teacher] epochs must be >= 0"),
+        (0.0 <= t["dropout"] < 1.0, "[teacher] dropout must lie in 0..1"),
+        (0.0 <= data["val_fraction"] < 0.9, "[data] val_fraction must lie in 0..0.9"),
+        (data["max_len"] >= 0 and data["max_vocab"] >= 3 and data["subset"] >= 0,
+         "[data] max_len >= 0, max_vocab >= 3, subset >= 0"),
+        (all(float(v).is_integer() and v >= 1 for v in d["align_layers"]),
+         "[distill] align_layers are 1-based teacher layer numbers"),
+        (cfg["run"]["threads"] >= 1, "[run] threads must be >= 1"),
+        (cfg["run"]["seed"] >= 0 and t["seed"] >= 0, "seeds must be >= 0"),
+        (d["weight_decay"] >= 0, "[distill] weight_decay must be >= 0"),
+        (t["width"] >= 1 and t["ff"] >= 1, "[teacher] width and ff must be >= 1"),
+        (cfg["qat"]["epochs"] >= 0 and cfg["qat"]["lr"] > 0, "[qat] epochs must be >= 0 and lr > 0"),
+    ]
+    for ok, message in rules:
+        if not ok:
+            raise UserError(f"{source}: {message}")
+    if t["kind"] in ("onnx", "logits") and not t["path"]:
+        raise UserError(f"{source}: [teacher] kind = {t['kind']!r} needs [teacher] path (or --teacher-path)")
+    return cfg
+
+
+def parse_assignment(text: str) -> tuple[str, str, object]:
+    """``section.key=value`` (value in TOML syntax, bare words as strings) -> (section, key, value)."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise UserError(f"--set {text}: expected section.key=value, e.g. --set distill.alpha=0.5")
+    name, raw = text.split("=", 1)
+    section, key = name.strip().split(".", 1)
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return section, key, value
+
+
+def to_toml(cfg: dict) -> str:
+    """The resolved configuration as TOML, with each setting's help as a comment."""
+    lines = ["# kd2mcu train: the resolved configuration of this run (kd2mcu train --config this-file)"]
+    for section, keys in cfg.items():
+        lines.append(f"\n[{section}]")
+        for key, value in keys.items():
+            lines.append(f"{key} = {_toml_value(value)}  # {DEFAULTS[section][key][1]}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return "[" + ", ".join(_toml_value(x) for x in v) + "]"

@@ -1,0 +1,165 @@
+"""Knowledge distillation of a teacher into TinyLSTM, in stages.
+
+Stage 1 (warm-up): hard labels only. Stage 2 (distillation):
+
+    loss = alpha * T^2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * CE(y, s)
+           + beta * MSE(adapter(teacher_hidden), student_hidden)
+
+with one adapter (Linear + LayerNorm, teacher width -> student width) per aligned teacher layer,
+trained with the student. Per time step (masked to each sample's length) when teacher and student see
+the same steps; on pooled states otherwise (the teacher's mean over its tokens against the student's
+final state). When as many teacher layers are aligned as the student has layers they pair in order,
+otherwise each aligns with the student's last layer. T follows ``temperature_schedule`` (equal
+parts of stage 2) when one is given. Each stage uses AdamW, a cosine learning rate and gradient
+clipping, and keeps the epoch with the best validation accuracy.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from kd2mcu.train.datasets import TaskData
+from kd2mcu.train.optim import run_stage
+from kd2mcu.train.student import Adapter, TinyLSTM
+from kd2mcu.train.teacher import TeacherOutputs
+
+
+def kd_loss(s_logits: torch.Tensor, t_logits: torch.Tensor, y: torch.Tensor, T: float, alpha: float) -> torch.Tensor:
+    """alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(y, s)."""
+    kl = F.kl_div(F.log_softmax(s_logits / T, 1), F.log_softmax(t_logits / T, 1), reduction="batchmean",
+                  log_target=True)
+    return alpha * T * T * kl + (1.0 - alpha) * F.cross_entropy(s_logits, y)
+
+
+def masked_mse(a: torch.Tensor, b: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """Mean squared error over the valid steps (mask [N, T]) or over all of [N, D]."""
+    if mask is None:
+        return F.mse_loss(a, b)
+    m = mask.unsqueeze(-1).to(a.dtype)
+    return ((a - b) ** 2 * m).sum() / (m.sum() * a.shape[-1]).clamp_min(1.0)
+
+
+def temperature_at(epoch: int, epochs: int, temperature: float, schedule: list) -> float:
+    if not schedule:
+        return float(temperature)
+    part = min(epoch * len(schedule) // max(epochs, 1), len(schedule) - 1)
+    return float(schedule[part])
+
+
+def build_student(task: TaskData, scfg: dict, seed: int) -> TinyLSTM:
+    torch.manual_seed(seed)
+    text = task.kind == "text"
+    return TinyLSTM(input_size=scfg["embedding"] if text else task.num_features, hidden=scfg["hidden"],
+                    num_classes=task.num_classes, layers=scfg["layers"], bidirectional=scfg["bidirectional"],
+                    vocab=len(task.vocab) if text else 0)
+
+
+def predict(student: TinyLSTM, x: np.ndarray, lengths: np.ndarray, batch: int = 512) -> np.ndarray:
+    student.eval()
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(x), batch):
+            out.append(student(torch.from_numpy(x[s:s + batch]), torch.from_numpy(lengths[s:s + batch]))[0].numpy())
+    return np.concatenate(out) if out else np.zeros((0, student.shape["num_classes"]), np.float32)
+
+
+def accuracy(student: TinyLSTM, x, lengths, y) -> Optional[float]:
+    if len(y) == 0:
+        return None
+    return float(np.mean(predict(student, x, lengths).argmax(1) == y))
+
+
+def _stage_args(dcfg: dict, seed: int) -> dict:
+    return dict(lr=dcfg["lr"], weight_decay=dcfg["weight_decay"], batch_size=dcfg["batch_size"],
+                grad_clip=dcfg["grad_clip"], seed=seed)
+
+
+def train_hard(student: TinyLSTM, task: TaskData, dcfg: dict, epochs: int, seed: int, name: str,
+               quiet: bool = False) -> dict:
+    """Hard labels only (the warm-up, and the no-teacher baseline)."""
+    xt, lt, yt = torch.from_numpy(task.x_train), torch.from_numpy(task.len_train), torch.from_numpy(task.y_train)
+
+    def step_loss(idx, epoch):
+        return F.cross_entropy(student(xt[idx], lt[idx])[0], yt[idx])
+
+    return run_stage(name, [student], step_loss, len(yt), epochs=epochs, quiet=quiet,
+                     evaluate=lambda: accuracy(student, task.x_val, task.len_val, task.y_val), **_stage_args(dcfg, seed))
+
+
+def make_adapters(teacher: TeacherOutputs, student: TinyLSTM, beta: float) -> list[Adapter]:
+    if beta == 0 or not teacher.hidden:
+        return []
+    return [Adapter(int(h.shape[-1]), student.width) for h in teacher.hidden]
+
+
+def train_distill(student: TinyLSTM, adapters: list[Adapter], task: TaskData, teacher: TeacherOutputs, dcfg: dict,
+                  seed: int, quiet: bool = False) -> dict:
+    """Stage 2: soft targets, hard labels and hidden-state alignment."""
+    xt, lt, yt = torch.from_numpy(task.x_train), torch.from_numpy(task.len_train), torch.from_numpy(task.y_train)
+    t_logits = torch.from_numpy(teacher.logits["train"].astype(np.float32))
+    t_hidden = [torch.from_numpy(h) for h in teacher.hidden] if adapters else []
+    T_steps = task.x_train.shape[1]
+    epochs, alpha, beta = dcfg["epochs"], dcfg["alpha"], dcfg["beta"]
+    student_layers = student.shape["layers"]
+
+    def step_loss(idx, epoch):
+        s_logits, final, outputs = student(xt[idx], lt[idx])
+        T = temperature_at(epoch, epochs, dcfg["temperature"], dcfg["temperature_schedule"])
+        loss = kd_loss(s_logits, t_logits[idx], yt[idx], T, alpha)
+        if adapters:
+            mask = (torch.arange(T_steps)[None, :] < lt[idx][:, None]) if teacher.per_step else None
+            align = 0.0
+            for k, (adapter, th) in enumerate(zip(adapters, t_hidden)):
+                target = adapter(th[idx].float())
+                if teacher.per_step:
+                    mine = outputs[k if len(adapters) == student_layers else -1]
+                else:
+                    mine = final
+                align = align + masked_mse(target, mine, mask)
+            loss = loss + beta * align / len(adapters)
+        return loss
+
+    return run_stage("distill", [student, *adapters], step_loss, len(yt), epochs=epochs, quiet=quiet,
+                     evaluate=lambda: accuracy(student, task.x_val, task.len_val, task.y_val), **_stage_args(dcfg, seed))
+
+
+def train_qat(student: TinyLSTM, stats, task: TaskData, teacher: TeacherOutputs, dcfg: dict, qcfg: dict,
+              seed: int, quiet: bool = False):
+    """Stage 3, quantization-aware distillation: the loss of stage 2 (without alignment) on logits whose
+    values are the integer kernel's (``kd2mcu.quant.qat.qat_forward``), straight-through gradients.
+
+    ``stats``: the activation ranges calibrated once, on the training split, from the distilled float
+    student (``kd2mcu.quant.qat.calibrate``); they stay fixed, while weight scales follow the weights (the
+    integer model is rebuilt for every batch). The integer model returned is built from the kept epoch's
+    weights with those same ranges: the model the QAT forward imitated, with no second calibration.
+    Returns (history, integer model).
+    """
+    from kd2mcu.quant.qat import int_model, qat_forward
+
+    labels = list(task.classes)
+
+    def current():
+        return int_model(student, stats, task.max_len, labels)
+
+    xt, lt, yt = torch.from_numpy(task.x_train), torch.from_numpy(task.len_train), torch.from_numpy(task.y_train)
+    t_logits = torch.from_numpy(teacher.logits["train"].astype(np.float32))
+    schedule = dcfg["temperature_schedule"]
+    T = float(schedule[-1]) if schedule else float(dcfg["temperature"])
+
+    def step_loss(idx, epoch):
+        logits = qat_forward(student, current(), xt[idx], lt[idx])
+        return kd_loss(logits, t_logits[idx], yt[idx], T, dcfg["alpha"])
+
+    def val_accuracy():
+        if len(task.y_val) == 0:
+            return None
+        with torch.no_grad():
+            logits = qat_forward(student, current(), torch.from_numpy(task.x_val), torch.from_numpy(task.len_val))
+        return float(np.mean(logits.numpy().argmax(1) == task.y_val))
+
+    history = run_stage("QAT", [student], step_loss, len(yt), epochs=qcfg["epochs"], quiet=quiet,
+                        evaluate=val_accuracy, keep_start=True, **dict(_stage_args(dcfg, seed), lr=qcfg["lr"]))
+    return history, current()

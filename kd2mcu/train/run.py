@@ -1,0 +1,301 @@
+"""``kd2mcu train``: data -> teacher -> TinyLSTM student by distillation -> a run folder.
+
+The run folder (written atomically, like a build folder):
+- ``config.toml``: the resolved configuration (``kd2mcu train --config RUN/config.toml`` repeats it);
+- ``data.json``: classes, feature normalization (fitted on the training split) or the character
+  vocabulary, sequence length, split sizes: what the firmware needs to prepare its input;
+- ``teacher.pt`` (a transformer teacher's weights), ``teacher.json`` (what the teacher is);
+- ``student.pt`` (TinyLSTM's float weights at the end: after QAT when it ran), ``adapter.pt`` (the
+  alignment adapters), ``student.onnx`` (the same float student as standard ONNX);
+- ``model.json``: the integer model after quantization-aware training (``kd2mcu build RUN --out BUILD``);
+- ``calib.npz`` and ``test.npz``: the normalized training and test splits in kd2mcu's data format
+  (``kd2mcu sim BUILD --inputs RUN/test.npz``);
+- ``metrics.json``; ``curves.png`` (loss and validation accuracy per stage) and ``confusion.png``.
+
+Teacher outputs are cached under ``$KD2MCU_CACHE`` (default ``~/.cache/kd2mcu``; ``off`` disables),
+keyed by the data and the teacher's settings.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from kd2mcu.errors import UserError
+from kd2mcu.outputs import check_output, staged_folder, write_json
+from kd2mcu.train import config as config_mod
+from kd2mcu.train.datasets import TaskData, load_task
+
+RUN_FILES = ("config.toml", "data.json", "student.pt", "student.onnx", "metrics.json")
+
+
+def cache_dir() -> Optional[Path]:
+    value = os.environ.get("KD2MCU_CACHE", "")
+    if value.lower() == "off":
+        return None
+    return Path(value) if value else Path.home() / ".cache" / "kd2mcu"
+
+
+def load_task_for(cfg: dict) -> TaskData:
+    d = cfg["data"]
+    if d["train_file"]:
+        if d["subset"]:
+            raise UserError("[data] subset is for the bundled datasets; cut your own file instead")
+        return load_task(data=d["train_file"], test=d["test_file"] or None, seed=cfg["run"]["seed"],
+                         val_fraction=d["val_fraction"], max_len=d["max_len"] or None, max_vocab=d["max_vocab"])
+    if d["test_file"]:
+        raise UserError("[data] test_file (--test) needs train_file (--data)")
+    return load_task(dataset=d["dataset"], seed=cfg["run"]["seed"], val_fraction=d["val_fraction"],
+                     max_len=d["max_len"] or None, max_vocab=d["max_vocab"], subset=d["subset"] or None)
+
+
+def get_teacher(task: TaskData, cfg: dict, quiet: bool):
+    """(TeacherOutputs, the teacher's weights to keep or None), from the cache when it has them."""
+    from kd2mcu.train import teacher as T
+
+    tcfg = cfg["teacher"]
+    kind = tcfg["kind"]
+    if kind == "logits":
+        if not cfg["data"]["train_file"]:
+            raise UserError("[teacher] kind = logits needs your own data (--data, rows in the logits file's order); "
+                            "for a bundled dataset use the transformer teacher")
+        return T.read_logits(task, tcfg["path"], test_in_train_file=not cfg["data"]["test_file"]), None
+    if kind == "onnx":
+        return T.run_onnx(task, tcfg["path"]), None
+    layers = [int(v) for v in cfg["distill"]["align_layers"]]
+    depth = tcfg["depth"] if kind == "transformer" else None
+    if kind == "transformer":
+        layers = layers or T.default_align_layers(depth)
+        if max(layers) > depth:
+            raise UserError(f"[distill] align_layers {layers}: the teacher has {depth} layers")
+    root = cache_dir()
+    key = T.cache_key(task, tcfg, layers)
+    entry = root / "teachers" / key if root else None
+    if entry is not None and (entry / "outputs.npz").is_file():
+        weights = entry / "teacher.pt"
+        return T.load_outputs(entry / "outputs.npz"), (weights if weights.is_file() else None)
+    import torch
+
+    if kind == "transformer":
+        model, outputs = T.train_transformer(task, tcfg, layers, quiet)
+    else:
+        from kd2mcu.train.teacher_hf import finetune
+
+        model, outputs = finetune(task, tcfg, layers, quiet)
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"kd2mcu-teacher-{os.getpid()}.pt"
+    torch.save({"kind": kind, "shape": getattr(model, "shape", None), "state": model.state_dict()}, tmp)
+    if entry is None:
+        return outputs, tmp
+    stage = entry.parent / f".{key}.tmp-{os.getpid()}"
+    stage.mkdir(parents=True, exist_ok=True)
+    T.save_outputs(outputs, stage / "outputs.npz")
+    shutil.move(str(tmp), stage / "teacher.pt")
+    if entry.exists():
+        shutil.rmtree(stage)
+    else:
+        os.replace(stage, entry)
+    return outputs, entry / "teacher.pt"
+
+
+def train(cfg: dict, out: Path, force: bool = False, quiet: bool = False) -> dict:
+    """Run every stage and write the run folder; returns the metrics."""
+    import torch
+
+    from kd2mcu.train import distill, plots
+    from kd2mcu.train import student as student_mod
+
+    out = Path(out)
+    check_output(out, force)  # refuse before any work is done
+    torch.set_num_threads(cfg["run"]["threads"])
+    torch.use_deterministic_algorithms(True)
+    seed = cfg["run"]["seed"]
+    t0 = time.time()
+    task = load_task_for(cfg)
+    if task.kind != "text" and cfg["teacher"]["kind"] == "pretrained":
+        raise UserError("[teacher] kind = pretrained is for text datasets; use the transformer teacher for sensor data")
+    teacher, teacher_weights = get_teacher(task, cfg, quiet)
+    if cfg["distill"]["beta"] > 0 and teacher.per_step and teacher.hidden and \
+            teacher.hidden[0].shape[1] != task.max_len:
+        raise UserError(f"the teacher's hidden states have {teacher.hidden[0].shape[1]} steps, the data "
+                        f"{task.max_len}: give pooled [N, D] states instead")
+    t_teacher = time.time() - t0
+
+    dcfg = cfg["distill"]
+    student = distill.build_student(task, cfg["student"], seed)
+    adapters = distill.make_adapters(teacher, student, dcfg["beta"])
+    histories = [dict(h, run="teacher") for h in teacher.history]
+    h1 = distill.train_hard(student, task, dcfg, dcfg["warmup_epochs"], seed, "warm-up", quiet)
+    h2 = distill.train_distill(student, adapters, task, teacher, dcfg, seed + 1, quiet)
+    histories += [dict(h1, run="student"), dict(h2, run="student")]
+    float_logits = distill.predict(student, task.x_test, task.len_test)
+    int_model = None
+    if cfg["qat"]["enabled"]:
+        from kd2mcu.quant.qat import calibrate
+        from kd2mcu.quant.qat import int_model as make_int_model
+
+        stats = calibrate(student, task.x_train, task.len_train)  # once: PTQ and QAT share these ranges
+        ptq = make_int_model(student, stats, task.max_len, list(task.classes))
+        ptq_logits = int8_logits(ptq, task.x_test, task.len_test)
+        h3, int_model = distill.train_qat(student, stats, task, teacher, dcfg, cfg["qat"], seed + 2, quiet)
+        histories.append(dict(h3, run="student"))
+    t_student = time.time() - t0 - t_teacher
+
+    baseline = None
+    if cfg["run"]["baseline"]:
+        baseline = distill.build_student(task, cfg["student"], seed)
+        hb = distill.train_hard(baseline, task, dcfg, dcfg["warmup_epochs"] + dcfg["epochs"], seed, "baseline", quiet)
+        histories.append(dict(hb, run="baseline (no teacher)"))
+
+    test_pred = float_logits.argmax(1)
+    metrics = {
+        "dataset": task.name, "kind": task.kind, "classes": len(task.classes),
+        "samples": {"train": len(task.y_train), "val": len(task.y_val), "test": len(task.y_test)},
+        "teacher": teacher.description,
+        "teacher_accuracy": teacher.accuracy("test", task.y_test),
+        "teacher_val_accuracy": teacher.accuracy("val", task.y_val),
+        "student_accuracy": float(np.mean(test_pred == task.y_test)),
+        "student_val_accuracy": distill.accuracy(student, task.x_val, task.len_val, task.y_val),
+        "student_params": student.num_params(),
+        "teacher_params": teacher.params or None,
+        "seed": seed,
+        "seconds": {"teacher": round(t_teacher, 1), "student": round(t_student, 1)},
+    }
+    if baseline is not None:
+        metrics["baseline_accuracy"] = distill.accuracy(baseline, task.x_test, task.len_test, task.y_test)
+    if int_model is not None:
+        from kd2mcu.quant.qat import qat_forward
+
+        with torch.no_grad():
+            qat_logits = qat_forward(student, int_model, torch.from_numpy(task.x_test),
+                                     torch.from_numpy(task.len_test)).numpy()
+        int8 = int8_logits(int_model, task.x_test, task.len_test)
+        test_pred = int8.argmax(1)
+        metrics.update({
+            "qat_accuracy": float(np.mean(qat_logits.argmax(1) == task.y_test)),
+            # student.pt / student.onnx hold the float weights after QAT (the distilled ones unless QAT moved)
+            "saved_float_student_accuracy": distill.accuracy(student, task.x_test, task.len_test, task.y_test),
+            "int8_accuracy": float(np.mean(test_pred == task.y_test)),
+            "ptq_int8_accuracy": float(np.mean(ptq_logits.argmax(1) == task.y_test)),
+            "qat_int8_argmax_agreement": float(np.mean(qat_logits.argmax(1) == test_pred)),
+            "qat_int8_max_abs_logit_difference": float(np.abs(qat_logits - int8).max(initial=0.0)),
+        })
+
+    with staged_folder(out, force) as stage:
+        (stage / "config.toml").write_text(config_mod.to_toml(cfg))
+        write_json(stage / "data.json", task.to_json())
+        write_json(stage / "teacher.json", {"kind": cfg["teacher"]["kind"], "description": teacher.description,
+                                            "params": teacher.params, "aligned_layers": teacher.layers,
+                                            "alignment": "per time step" if teacher.per_step else "pooled"})
+        if teacher_weights is not None:
+            shutil.copyfile(teacher_weights, stage / "teacher.pt")
+            if cfg["teacher"]["kind"] == "transformer":
+                from kd2mcu.train.teacher import export_onnx as export_teacher
+                from kd2mcu.train.teacher import load_transformer
+
+                export_teacher(load_transformer(teacher_weights), task.x_train[:2], teacher.layers,
+                               stage / "teacher.onnx")
+        student_mod.save(student, stage / "student.pt")
+        if int_model is not None:
+            (stage / "model.json").write_text(int_model.to_json())
+        torch.save([a.state_dict() for a in adapters], stage / "adapter.pt")
+        student_mod.export_onnx(student, student_mod.example_input(student), stage / "student.onnx")
+        np.savez(stage / "calib.npz", x=task.x_train, y=task.y_train, lengths=task.len_train)
+        np.savez(stage / "test.npz", x=task.x_test, y=task.y_test, lengths=task.len_test)
+        if int_model is not None:
+            metrics["int8_hostsim_accuracy"] = hostsim_accuracy(int_model, stage / "test.npz")
+        write_json(stage / "metrics.json", metrics)
+        plots.curves(histories, stage / "curves.png", f"kd2mcu train: {task.name}")
+        shipped = "int8 student" if int_model is not None else "student"
+        plots.confusion(task.y_test, test_pred, task.classes, stage / "confusion.png",
+                        f"{shipped} on the test split ({np.mean(test_pred == task.y_test):.1%})")
+    if teacher_weights is not None and teacher_weights.parent == Path(os.environ.get("TMPDIR", "/tmp")):
+        teacher_weights.unlink(missing_ok=True)
+    return metrics
+
+
+def hostsim_accuracy(model, test_npz: Path) -> Optional[float]:
+    """The generated C's accuracy on the test split, compiled with gcc and checked bit for bit against the
+    integer reference (None where gcc is missing)."""
+    import tempfile
+
+    from kd2mcu.codegen import render
+    from kd2mcu.dataio import load_npz
+    from kd2mcu.quant import reference
+    from kd2mcu.targets import hostsim
+
+    if shutil.which("gcc") is None:
+        return None
+    name = "kd2mcu_model"
+    data = load_npz(test_npz, "the run's test split")
+    x_q = data.x.astype(np.int32) if model.is_token_model else reference.quantize_input(model, data.x)
+    with tempfile.TemporaryDirectory() as tmp:
+        render.write_sources(model, name, Path(tmp) / "src")
+        exe = hostsim.compile_harness(Path(tmp) / "src", name)
+        sim, mismatches, first = hostsim.check(exe, model, x_q, data.lengths)
+    if mismatches:  # a bug, never a tolerance
+        raise RuntimeError(f"the generated C differs from the integer reference: {first}")
+    return float(np.mean(sim.logits.argmax(1) == data.y))
+
+
+def int8_logits(model, x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The integer reference's logits, dequantized (equal to the generated C's, bit for bit)."""
+    from kd2mcu.quant import reference
+
+    x_q = x.astype(np.int32) if model.is_token_model else reference.quantize_input(model, x)
+    return reference.dequantize_logits(model, reference.run(model, x_q, lengths)["logits"])
+
+
+def resolve_config(config_path, dataset=None, data=None, test=None, seed=None, baseline=False,
+                   teacher=None, teacher_path=None, settings: tuple = ()) -> dict:
+    """The config file's settings overridden by command-line flags, checked."""
+    cfg = config_mod.load(config_path)
+    overrides: dict = {}
+
+    def put(section, key, value):
+        overrides.setdefault(section, {})[key] = value
+
+    if dataset is not None and data is not None:
+        raise UserError("give either --dataset or --data (and --test), not both")
+    if test is not None and data is None:
+        raise UserError("--test needs --data (your training file)")
+    if dataset is not None:
+        put("data", "dataset", dataset)
+        put("data", "train_file", "")
+        put("data", "test_file", "")
+    if data is not None:
+        put("data", "train_file", str(data))
+        put("data", "test_file", "" if test is None else str(test))
+    if seed is not None:
+        put("run", "seed", seed)
+    if baseline:
+        put("run", "baseline", True)
+    if teacher is not None:
+        put("teacher", "kind", teacher)
+    if teacher_path is not None:
+        put("teacher", "path", str(teacher_path))
+    for text in settings:
+        section, key, value = config_mod.parse_assignment(text)
+        put(section, key, value)
+    cfg = config_mod.merge(cfg, overrides, "command line")
+    return config_mod.validate(cfg, "configuration")
+
+
+def summary(metrics: dict) -> str:
+    def pct(v):
+        return "n/a" if v is None else f"{v:.1%}"
+
+    line = (f"{metrics['dataset']}: teacher {pct(metrics['teacher_accuracy'])}"
+            f" ({metrics['teacher_params'] or '?'} params), student {pct(metrics['student_accuracy'])}"
+            f" ({metrics['student_params']} params)")
+    if "baseline_accuracy" in metrics:
+        line += f", same student without the teacher {pct(metrics['baseline_accuracy'])}"
+    if "int8_accuracy" in metrics:
+        line += (f"; int8 after QAT {pct(metrics['int8_accuracy'])}, int8 by post-training quantization "
+                 f"{pct(metrics['ptq_int8_accuracy'])}")
+    return line + " (test split)"
+
+

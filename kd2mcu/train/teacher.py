@@ -1,0 +1,312 @@
+"""Teachers: what distillation learns from. Each kind yields the same ``TeacherOutputs``: logits for
+every split and, for the training split, the hidden states used for alignment.
+
+- ``transformer`` (default): a transformer encoder trained here on the task (input projection or
+  character embedding, learned positions, pre-norm encoder layers, masked mean pooling, linear
+  head). It sees the same time steps as the student, so alignment is per time step.
+- ``pretrained``: a Hugging Face model folder, fine-tuned here (``kd2mcu.train.teacher_hf``); it has its
+  own tokenizer, so alignment uses pooled states.
+- ``onnx``: a classifier in an ONNX file run by onnxruntime (input ``x`` [N, T, F] or token ids,
+  optional second input ``lengths``); its first output is the logits, any further outputs are
+  hidden states ([N, T, D]: per step, or [N, D]: pooled) to align with.
+- ``logits``: precomputed logits from an .npz (``train`` [N, C] in the order of ``--data``'s
+  samples, ``test`` [N, C] optional): soft labels from a model run elsewhere; no alignment.
+
+Outputs are cached per dataset and teacher settings (``cache_key``), so the teacher is trained and
+run once, not once per student.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from kd2mcu.errors import UserError
+from kd2mcu.train.datasets import TaskData
+from kd2mcu.train.optim import run_stage
+
+SPLITS = ("train", "val", "test")
+TEACHER_CODE_VERSION = 2  # part of the cache key: raise it when the teacher's code changes its outputs
+
+
+@dataclass
+class TeacherOutputs:
+    logits: dict                      # split -> float32 [N, C]
+    hidden: list = field(default_factory=list)  # training split: per aligned layer [N, T, D] or [N, D]
+    per_step: bool = True             # hidden states per time step (else pooled per sample)
+    layers: list = field(default_factory=list)  # the teacher layers (1-based) the hidden states come from
+    params: int = 0
+    description: str = ""
+    history: list = field(default_factory=list)  # training history (plots)
+
+    def accuracy(self, split: str, y: np.ndarray) -> Optional[float]:
+        lg = self.logits.get(split)
+        if lg is None or len(y) == 0:
+            return None
+        return float(np.mean(lg.argmax(1) == y))
+
+
+class EncoderBlock(nn.Module):
+    """A pre-norm transformer encoder layer, written out in plain ops so that it exports to ONNX as is."""
+
+    def __init__(self, width: int, heads: int, ff: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.qkv, self.out = nn.Linear(width, 3 * width), nn.Linear(width, width)
+        self.ff1, self.ff2 = nn.Linear(width, ff), nn.Linear(ff, width)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, z: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """z [N, T, width]; pad [N, T], True at padded steps (they are never attended to)."""
+        N, T, W = z.shape
+        q, k, v = self.qkv(self.norm1(z)).reshape(N, T, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)
+        scores = (q @ k.transpose(-1, -2)) * (W // self.heads) ** -0.5
+        scores = scores.masked_fill(pad[:, None, None, :], -1e9)
+        att = self.drop(torch.softmax(scores, -1))
+        z = z + self.drop(self.out((att @ v).transpose(1, 2).reshape(N, T, W)))
+        return z + self.drop(self.ff2(self.drop(torch.nn.functional.gelu(self.ff1(self.norm2(z))))))
+
+
+class TransformerTeacher(nn.Module):
+    def __init__(self, num_classes: int, max_len: int, width: int, depth: int, heads: int, ff: int,
+                 dropout: float, features: int = 0, vocab: int = 0):
+        super().__init__()
+        self.shape = dict(num_classes=num_classes, max_len=max_len, width=width, depth=depth, heads=heads, ff=ff,
+                          dropout=dropout, features=features, vocab=vocab)
+        self.embed = nn.Embedding(vocab, width, padding_idx=0) if vocab else nn.Linear(features, width)
+        self.pos = nn.Parameter(torch.randn(max_len, width) * 0.02)
+        self.layers = nn.ModuleList(EncoderBlock(width, heads, ff, dropout) for _ in range(depth))
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor):
+        """Returns (logits [N, C], hidden: the output of every layer, [N, T, width] each)."""
+        T = x.shape[1]
+        pad = torch.arange(T)[None, :] >= lengths[:, None]  # True where padded
+        z = self.embed(x) + self.pos[:T]
+        hidden = []
+        for layer in self.layers:
+            z = layer(z, pad)
+            hidden.append(z)
+        keep = (~pad).unsqueeze(-1).to(z.dtype)
+        pooled = (self.norm(z) * keep).sum(1) / keep.sum(1)
+        return self.head(pooled), hidden
+
+
+class _WithHidden(nn.Module):
+    """The teacher as exported: inputs x and lengths, outputs the logits then the aligned layers' states."""
+
+    def __init__(self, teacher: TransformerTeacher, layers: list[int]):
+        super().__init__()
+        self.teacher, self.layers = teacher, layers
+
+    def forward(self, x, lengths):
+        logits, hidden = self.teacher(x, lengths)
+        return (logits, *[hidden[k - 1] for k in self.layers])
+
+
+def load_transformer(path: Path) -> TransformerTeacher:
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    model = TransformerTeacher(**ckpt["shape"])
+    model.load_state_dict(ckpt["state"])
+    return model.eval()
+
+
+def export_onnx(teacher: TransformerTeacher, example_x: np.ndarray, layers: list[int], path: Path) -> Path:
+    """The transformer teacher as ONNX, in the form ``--teacher onnx`` reads: inputs ``x`` [N, T, ...] and
+    ``lengths`` [N]; outputs ``logits`` [N, C], then ``hidden_K`` [N, T, width] for each aligned layer K."""
+    import contextlib
+    import io
+    import warnings
+
+    module = _WithHidden(teacher, layers).eval()
+    x = torch.from_numpy(example_x)
+    lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.int64)
+    names = ["logits"] + [f"hidden_{k}" for k in layers]
+    axes = {"x": {0: "batch", 1: "time"}, "lengths": {0: "batch"}, "logits": {0: "batch"}}
+    axes.update({n: {0: "batch", 1: "time"} for n in names[1:]})
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (x, lengths), str(path), dynamo=False, input_names=["x", "lengths"],
+                          output_names=names, dynamic_axes=axes)
+    return Path(path)
+
+
+def default_align_layers(depth: int) -> list[int]:
+    """A middle layer and the last (1-based), as the distillation default."""
+    return sorted({max(1, (depth + 1) // 2), depth})
+
+
+def _predict(model: TransformerTeacher, x: np.ndarray, lengths: np.ndarray, layers: list[int],
+             batch: int = 256):
+    logits, hidden = [], [[] for _ in layers]
+    model.eval()
+    with torch.no_grad():
+        for s in range(0, len(x), batch):
+            lg, hs = model(torch.from_numpy(x[s:s + batch]), torch.from_numpy(lengths[s:s + batch]))
+            logits.append(lg.numpy())
+            for k, layer in enumerate(layers):
+                hidden[k].append(hs[layer - 1].numpy().astype(np.float16))
+    C = model.shape["num_classes"]
+    return (np.concatenate(logits) if logits else np.zeros((0, C), np.float32),
+            [np.concatenate(h) for h in hidden] if len(x) else [])
+
+
+def train_transformer(task: TaskData, tcfg: dict, align_layers: list[int], quiet: bool = False):
+    """Fit the default teacher on the task; returns (the model, TeacherOutputs)."""
+    torch.manual_seed(tcfg["seed"])
+    model = TransformerTeacher(task.num_classes, task.max_len, tcfg["width"], tcfg["depth"], tcfg["heads"],
+                               tcfg["ff"], tcfg["dropout"], features=task.num_features or 0,
+                               vocab=len(task.vocab) if task.vocab else 0)
+    xt, lt, yt = torch.from_numpy(task.x_train), torch.from_numpy(task.len_train), torch.from_numpy(task.y_train)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step_loss(idx, epoch):
+        logits, _ = model(xt[idx], lt[idx])
+        return loss_fn(logits, yt[idx])
+
+    def val_accuracy():
+        if len(task.y_val) == 0:
+            return None
+        lg, _ = _predict(model, task.x_val, task.len_val, [])
+        return float(np.mean(lg.argmax(1) == task.y_val))
+
+    history = run_stage("teacher", [model], step_loss, len(task.y_train), epochs=tcfg["epochs"], lr=tcfg["lr"],
+                        weight_decay=1e-2, batch_size=tcfg["batch_size"], grad_clip=1.0, seed=tcfg["seed"],
+                        evaluate=val_accuracy, quiet=quiet)
+    out = TeacherOutputs(logits={}, per_step=True, layers=align_layers,
+                         params=sum(p.numel() for p in model.parameters()),
+                         description=f"transformer encoder, {tcfg['depth']} layers, width {tcfg['width']}, "
+                                     f"{tcfg['heads']} heads, trained here", history=[history])
+    for split in SPLITS:
+        x, lengths = getattr(task, f"x_{split}"), getattr(task, f"len_{split}")
+        lg, hidden = _predict(model, x, lengths, align_layers if split == "train" else [])
+        out.logits[split] = lg
+        if split == "train":
+            out.hidden = hidden
+    return model, out
+
+
+def run_onnx(task: TaskData, path: str) -> TeacherOutputs:
+    """A teacher in an ONNX file: logits (first output) and hidden states (any further outputs)."""
+    import onnxruntime as ort
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"[teacher] path {path}: no such ONNX file")
+    try:
+        sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise UserError(f"[teacher] path {path}: onnxruntime cannot load it ({str(exc).splitlines()[0]})") from None
+    inputs = [i.name for i in sess.get_inputs()]
+    if len(inputs) not in (1, 2):
+        raise UserError(f"{path}: the teacher must take x (and optionally lengths), it takes {inputs}")
+    out = TeacherOutputs(logits={}, description=f"ONNX model {p.name} (onnxruntime)")
+    for split in SPLITS:
+        x, lengths = getattr(task, f"x_{split}"), getattr(task, f"len_{split}")
+        if len(x) == 0:
+            out.logits[split] = np.zeros((0, task.num_classes), np.float32)
+            continue
+        feeds = {inputs[0]: x}
+        if len(inputs) == 2:
+            feeds[inputs[1]] = lengths.astype(np.int64)
+        try:
+            res = sess.run(None, feeds)
+        except Exception as exc:
+            raise UserError(f"{path}: onnxruntime failed on the {split} split ({str(exc).splitlines()[0]}); the "
+                            f"teacher must accept x of shape {list(x.shape)} ({x.dtype})") from None
+        logits = np.asarray(res[0], np.float32)
+        if logits.shape != (len(x), task.num_classes):
+            raise UserError(f"{path}: the first output has shape {list(logits.shape)}, expected logits "
+                            f"[{len(x)}, {task.num_classes}]")
+        out.logits[split] = logits
+        if split == "train":
+            out.hidden = [np.asarray(h, np.float16) for h in res[1:]]
+    out.per_step = all(h.ndim == 3 for h in out.hidden)
+    if not out.per_step:
+        out.hidden = [h if h.ndim == 2 else h.astype(np.float32).mean(1).astype(np.float16) for h in out.hidden]
+    names = [o.name for o in sess.get_outputs()[1:]]
+    numbered = [n[len("hidden_"):] for n in names if n.startswith("hidden_") and n[len("hidden_"):].isdigit()]
+    out.layers = [int(k) for k in numbered] if len(numbered) == len(names) else list(range(1, len(names) + 1))
+    return out
+
+
+def read_logits(task: TaskData, path: str, test_in_train_file: bool) -> TeacherOutputs:
+    """Precomputed teacher logits: an .npz with ``train`` [N, C] (the --data file's order) and optional ``test``
+    (the --test file's order). Without a --test file the test split is part of --data, and of ``train``."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"[teacher] path {path}: no such logits file")
+    try:
+        f = np.load(p, allow_pickle=False)
+        if not isinstance(f, np.lib.npyio.NpzFile):
+            raise ValueError("a single array, not an .npz archive")
+        with f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserError(f"[teacher] path {path}: not a readable .npz of logits ({exc}); save with "
+                        "np.savez(path, train=..., test=...)") from None
+    if "train" not in arrays:
+        raise UserError(f"{path}: no array 'train'; save the teacher's logits on the --data samples with "
+                        "np.savez(path, train=..., test=...)")
+    full = arrays["train"]
+    n_file = len(task.index_train) + len(task.index_val) + (len(task.index_test) if test_in_train_file else 0)
+    if full.ndim != 2 or full.shape != (n_file, task.num_classes):
+        raise UserError(f"{path}: train logits have shape {list(full.shape)}, expected [{n_file}, {task.num_classes}] "
+                        "(one row per training sample, in file order)")
+    if not np.isfinite(full).all():
+        raise UserError(f"{path}: the logits hold NaN or Inf")
+    out = TeacherOutputs(logits={"train": full[task.index_train].astype(np.float32),
+                                 "val": full[task.index_val].astype(np.float32)},
+                         per_step=False, description=f"precomputed logits from {p.name}")
+    if test_in_train_file:
+        out.logits["test"] = full[task.index_test].astype(np.float32)
+    elif "test" in arrays:
+        if arrays["test"].shape != (len(task.y_test), task.num_classes):
+            raise UserError(f"{path}: test logits have shape {list(arrays['test'].shape)}, expected "
+                            f"[{len(task.y_test)}, {task.num_classes}]")
+        out.logits["test"] = arrays["test"].astype(np.float32)
+    return out
+
+
+def cache_key(task: TaskData, tcfg: dict, align_layers: list[int]) -> str:
+    """A digest of everything the teacher's outputs depend on: data, teacher settings, aligned layers."""
+    h = hashlib.sha256()
+    for split in SPLITS:
+        for a in (getattr(task, f"x_{split}"), getattr(task, f"len_{split}"), getattr(task, f"y_{split}")):
+            h.update(np.ascontiguousarray(a).tobytes())
+    settings = dict(tcfg)
+    if settings.get("path"):
+        settings["path_sha256"] = hashlib.sha256(Path(settings["path"]).read_bytes()).hexdigest() \
+            if Path(settings["path"]).is_file() else settings["path"]
+    h.update(json.dumps({"teacher": settings, "align": align_layers, "torch": torch.__version__,
+                         "code": TEACHER_CODE_VERSION},
+                        sort_keys=True).encode())
+    return h.hexdigest()[:24]
+
+
+def save_outputs(out: TeacherOutputs, path: Path) -> None:
+    arrays = {f"logits_{k}": v for k, v in out.logits.items()}
+    arrays.update({f"hidden_{k}": h for k, h in enumerate(out.hidden)})
+    meta = {"per_step": out.per_step, "layers": out.layers, "params": out.params, "description": out.description,
+            "history": out.history}
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
+    np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
+    os.replace(tmp, path)
+
+
+def load_outputs(path: Path) -> TeacherOutputs:
+    with np.load(path, allow_pickle=False) as f:
+        meta = json.loads(str(f["meta"]))
+        logits = {k[len("logits_"):]: f[k] for k in f.files if k.startswith("logits_")}
+        hidden = [f[f"hidden_{k}"] for k in range(sum(1 for n in f.files if n.startswith("hidden_")))]
+    return TeacherOutputs(logits=logits, hidden=hidden, **meta)

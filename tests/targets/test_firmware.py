@@ -1,0 +1,181 @@
+"""The STM32 firmware project: it builds warning-free for every board, runs in QEMU with outputs
+equal to the Python reference bit for bit, flashes through stand-in probes, and reports its footprint."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+
+import numpy as np
+import pytest
+from clitools import assert_user_error, kd2mcu
+from conftest import require_arm, save_inputs, write_build
+
+from kd2mcu.commands.emulate import emulate
+from kd2mcu.quant.random_model import ModelShape, random_inputs, random_model
+from kd2mcu.targets import firmware
+
+EMULATED = [
+    ModelShape(input_size=6, hidden=32, steps=40, classes=4),
+    ModelShape(input_size=3, hidden=8, steps=30, classes=3, bidirectional=True),
+    ModelShape(input_size=8, hidden=16, steps=25, classes=5, vocab=60),
+    ModelShape(input_size=4, hidden=12, steps=20, classes=2, vocab=30, bidirectional=True),
+    ModelShape(input_size=5, hidden=10, steps=30, classes=6, layers=2, regime="large"),
+    ModelShape(input_size=2, hidden=6, steps=35, classes=3, layers=2, bidirectional=True, vocab=20),
+    ModelShape(input_size=12, hidden=20, steps=15, classes=10, reverse=True),
+    ModelShape(input_size=1, hidden=1, steps=10, classes=2, regime="large"),
+    ModelShape(input_size=32, hidden=64, steps=8, classes=7, bidirectional=True, regime="large"),
+    ModelShape(input_size=7, hidden=24, steps=20, classes=4, layers=2, vocab=100),
+    ModelShape(input_size=16, hidden=40, steps=12, classes=3, layers=2, bidirectional=True),
+]
+TARGETS = ["stm32f405", "stm32f746", "stm32l476", "stm32f205"]
+DSP_TARGETS = TARGETS[:3]  # Cortex-M4 / M7; the stm32f205 (Cortex-M3) has its own test in test_dsp.py
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("portable", [False, True], ids=["dsp", "portable"])
+@pytest.mark.parametrize("index", range(len(EMULATED)))
+def test_qemu_matches_reference_on_random_models(index, portable, tmp_path):
+    require_arm()
+    shape = EMULATED[index]
+    rng = np.random.default_rng(500 + index)
+    model = random_model(rng, shape)
+    target = DSP_TARGETS[index % len(DSP_TARGETS)]
+    from kd2mcu.commands.build import write_build
+
+    write_build(model, {"name": "kd2mcu_model"}, tmp_path / "b", True, "kd2mcu_model", firmware.load_board(target))
+    x, lengths = random_inputs(rng, model, 24, shape.steps)
+    save_inputs(model, x, lengths, tmp_path / "d.npz")
+    result = emulate(tmp_path / "b", tmp_path / "d.npz", portable=portable)
+    assert result["kernel_path"] == ("portable C" if portable else "DSP (SMLAD)")
+    assert result["samples"] == 24
+    assert result["mismatches"] == 0, result["first_mismatch"]
+    assert result["instructions_per_inference"] > 0 and result["flash_bytes"] > 0 and result["ram_bytes"] > 0
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_firmware_builds_warning_free_for_every_target(target, tmp_path):
+    require_arm()
+    model = random_model(np.random.default_rng(9), ModelShape(input_size=6, hidden=16, steps=20, bidirectional=True,
+                                                              layers=2))
+    from kd2mcu.commands.build import write_build
+
+    write_build(model, {"name": "kd2mcu_model"}, tmp_path / "b", True, "kd2mcu_model", firmware.load_board(target))
+    project = tmp_path / "b" / "firmware"
+    for opt in ("-Os", "-O2", "-O0"):
+        for emulate_flag in (False, True):
+            elf = firmware.make(project, emulate=emulate_flag, opt=opt, extra_cflags="-pedantic")
+            assert elf.is_file()
+            if not emulate_flag:
+                assert (elf.parent / "firmware.bin").stat().st_size > 0
+                assert (elf.parent / "firmware.hex").read_text().startswith(":")
+            subprocess.run(["make", "-s", "-C", str(project), "clean"], check=True)
+
+
+def test_default_vectors_and_cli_json(tmp_path):
+    """Without --inputs the vectors baked in at build time run; --json carries the measures."""
+    require_arm()
+    model = random_model(np.random.default_rng(12), ModelShape(input_size=6, hidden=32, steps=100))
+    write_build(model, tmp_path / "b")
+    proc = kd2mcu("emulate", tmp_path / "b", "--json")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["samples"] == firmware.DEFAULT_VECTORS and r["mismatches"] == 0
+    for key in ("instructions_per_inference", "measured_by", "flash_bytes", "ram_bytes", "machine"):
+        assert key in r
+    assert "icount" in r["measured_by"]
+    report = json.loads(kd2mcu("report", tmp_path / "b", "--json").stdout)
+    assert report["macs_per_step"] == 4 * 32 * (6 + 32)
+    assert report["instructions_per_inference"] == r["instructions_per_inference"]
+    assert 0 < report["flash_code_bytes"] < 8192
+    head = 4 * 32 + 4 * 4
+    weights = 32 * (4 + 8 * (2 + 8)) * 4 + head  # fast layout: 4 biases + pair words for 2 + 8 groups per unit
+    assert weights - 4 * 4 <= report["flash_weight_bytes"] <= weights  # the head bias may fold into code
+    write_build(model, tmp_path / "c", layout="compact")
+    compact = json.loads(kd2mcu("report", tmp_path / "c", "--json").stdout)
+    weights = 32 * (4 + 4 * (2 + 8)) * 4 + head  # compact layout: 4 biases + one int8 word per gate and group
+    assert weights - 4 * 4 <= compact["flash_weight_bytes"] <= weights
+    assert report["ram_state_bytes"] == 32 + 2 * 32 and report["ram_static_buffer_bytes"] == 0
+    text = kd2mcu("report", "b", cwd=tmp_path).stdout  # a relative build path, as the main job gives
+    assert "instructions per MAC" in text and "flash: code" in text
+
+
+def test_emulate_refuses_bad_input(tmp_path):
+    require_arm()
+    model = random_model(np.random.default_rng(13), ModelShape(input_size=3, hidden=4, steps=10))
+    write_build(model, tmp_path / "b")
+    np.savez(tmp_path / "long.npz", x=np.zeros((2, 11, 3), np.float32))
+    assert_user_error(kd2mcu("emulate", tmp_path / "b", "--inputs", tmp_path / "long.npz"), "11 steps")
+    assert_user_error(kd2mcu("emulate", tmp_path, "--inputs", tmp_path / "long.npz"), "not a kd2mcu build")
+    assert_user_error(kd2mcu("build", tmp_path / "b" / "model.json", "--out", tmp_path / "c", "--target", "esp32"),
+                      "unknown target", "stm32f405")
+
+
+def _stand_in(bin_dir, name, exit_code=0, said=""):
+    """An executable that records its arguments (one per line) and exits with exit_code."""
+    path = bin_dir / name
+    path.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > \"{bin_dir}/{name}.args\"\necho '{said}'\nexit {exit_code}\n")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
+@pytest.mark.parametrize("probe,tool,expect", [
+    ("stlink", "st-flash", ["--reset", "write", "firmware.bin", "0x08000000"]),
+    ("openocd", "openocd", ["-f", "interface/stlink.cfg", "target/stm32f4x.cfg", "verify reset exit"]),
+    ("cubeprog", "STM32_Programmer_CLI", ["port=SWD", "-w", "firmware.hex", "-v", "-rst"]),
+])
+def test_flash_through_stand_in_probes(probe, tool, expect, tmp_path, monkeypatch):
+    model = random_model(np.random.default_rng(14), ModelShape(input_size=3, hidden=4, steps=10))
+    write_build(model, tmp_path / "b")
+    dry = kd2mcu("flash", tmp_path / "b", "--probe", probe, "--dry-run")
+    assert dry.returncode == 0 and dry.stdout.startswith(tool)
+    for word in expect:
+        assert word in dry.stdout
+    require_arm()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _stand_in(bin_dir, tool)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    proc = kd2mcu("flash", tmp_path / "b", "--probe", probe)
+    assert proc.returncode == 0, proc.stderr
+    args = (bin_dir / f"{tool}.args").read_text().splitlines()
+    assert " ".join(args) in dry.stdout.replace("'", "")
+    image = next(w for a in args for w in a.split() if "firmware." in w)
+    assert os.path.getsize(image) > 0  # the image it was given was really built
+    _stand_in(bin_dir, tool, exit_code=1, said="Error: no ST-LINK device found")
+    assert_user_error(kd2mcu("flash", tmp_path / "b", "--probe", probe), "could not program",
+                      "connected", "no ST-LINK device found")
+
+
+def test_flash_without_the_tool_says_what_to_install(tmp_path, monkeypatch):
+    model = random_model(np.random.default_rng(15), ModelShape(input_size=3, hidden=4, steps=10))
+    write_build(model, tmp_path / "b")
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "kd2mcu.cli", "flash", str(tmp_path / "b"), "--probe", "stlink"],
+                          capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(firmware.resource_dir("templates").parent)))
+    assert_user_error(proc, "st-flash not found", "stlink-tools")
+
+
+@pytest.mark.slow
+def test_qemu_matches_reference_on_the_trained_basic_motions_model(tmp_path):
+    """The main job's model: a float LSTM trained on BasicMotions, PTQ-built, its test split run in QEMU."""
+    require_arm()
+    torch = pytest.importorskip("torch")
+    from test_build_onnx import QUALITY_CASES, train
+    from test_onnx_import import export_onnx
+
+    xtr, ytr, xte, yte, module, fit = QUALITY_CASES["basic_motions_lstm32"]()
+    module = train(module, xtr, ytr, **fit)
+    export_onnx(module, torch.from_numpy(xtr[:1]), tmp_path / "m.onnx")
+    np.savez(tmp_path / "train.npz", x=xtr, y=ytr)
+    np.savez(tmp_path / "test.npz", x=xte, y=yte)
+    proc = kd2mcu("build", tmp_path / "m.onnx", "--calib", tmp_path / "train.npz", "--out", tmp_path / "b")
+    assert proc.returncode == 0, proc.stderr
+    proc = kd2mcu("emulate", tmp_path / "b", "--inputs", tmp_path / "test.npz", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["samples"] == len(yte) and r["mismatches"] == 0
+    assert r["accuracy"] >= 0.8
