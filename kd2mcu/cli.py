@@ -11,6 +11,7 @@ import numpy as np
 from kd2mcu import __version__
 from kd2mcu.codegen.render import LAYOUTS
 from kd2mcu.errors import UserError
+from kd2mcu.outputs import check_output_file, write_file_atomically
 
 DEFAULT_NAME = "kd2mcu_model"
 
@@ -20,8 +21,19 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except UserError as exc:
-            click.echo(f"kd2mcu: error: {exc}", err=True)
-            sys.exit(2)
+            _fail(str(exc))
+        except OSError as exc:  # a location kd2mcu could not read or write that no check foresaw
+            where = f" {exc.filename}" if exc.filename else ""
+            _fail(f"cannot use{where}: {exc.strerror or exc}; check that it exists and that you may read and "
+                  "write there")
+        except KeyboardInterrupt:
+            click.echo("kd2mcu: interrupted (nothing was written)", err=True)
+            sys.exit(130)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"kd2mcu: error: {' '.join(message.split())}", err=True)  # always one line
+    sys.exit(2)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -66,7 +78,7 @@ def train(config_path, dataset, data, test, out, force, seed, baseline, teacher,
         return
     if out is None:
         raise UserError("--out is required: the run folder to write")
-    metrics = run_train(cfg, out, force, quiet)
+    metrics = run_train(cfg, out, force, quiet, inputs=[config_path])
     click.echo(f"trained {out}: {summary(metrics)}")
 
 
@@ -98,7 +110,7 @@ def build(model: Path, calib, out: Path, force: bool, name: str, max_steps, targ
     if model.is_dir():
         if calib is not None:
             raise UserError("--calib is not used with a training run: the run carries its calibration")
-        info = build_from_run(model, out, force, name, target, layout)
+        info = build_from_run(model, out, force, name, target, layout, max_steps)
         click.echo(f"built {out}/src from the training run {model} ({info['quantization'].get('method', 'post-training quantization')})")
         return
     if model.suffix == ".pt":
@@ -111,7 +123,7 @@ def build(model: Path, calib, out: Path, force: bool, name: str, max_steps, targ
     if model.suffix == ".json":
         if calib is not None:
             raise UserError("--calib is only for ONNX models: a model.json is already quantized")
-        build_from_intmodel(model, out, force, name, target, layout)
+        build_from_intmodel(model, out, force, name, target, layout, max_steps)
         click.echo(f"built {out}/src from {model}")
         return
     if model.suffix != ".onnx":
@@ -148,7 +160,8 @@ def export_onnx_cmd(run: Path, output: Path, which_teacher: bool, force: bool):
 @click.option("--sanitize", is_flag=True, help="Build with -fsanitize=address,undefined.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @click.option("--save", type=click.Path(path_type=Path), help="Write q (int8 logits) and logits (float32) here.")
-def sim(build_dir: Path, inputs: Path, opt: str, sanitize: bool, as_json: bool, save):
+@click.option("--force", is_flag=True, help="Replace an existing --save file.")
+def sim(build_dir: Path, inputs: Path, opt: str, sanitize: bool, as_json: bool, save, force: bool):
     """Compile BUILD_DIR/src for the host with gcc and check it bit for bit against the Python reference.
 
     Exits 0 only when every logit and every final hidden and cell state matches.
@@ -157,10 +170,14 @@ def sim(build_dir: Path, inputs: Path, opt: str, sanitize: bool, as_json: bool, 
 
     if opt not in ("-O0", "-O1", "-O2", "-O3", "-Os"):
         raise UserError(f"--opt {opt}: use one of -O0, -O1, -O2, -O3, -Os")
+    if save is not None:  # refused before the work, not after
+        if save.suffix != ".npz":
+            raise UserError(f"--save {save}: the file name must end in .npz")
+        check_output_file(save, force, [inputs], option="--save")
     result = simulate(build_dir, inputs, opt=opt, sanitize=sanitize)
     q, deq = result.pop("_logits"), result.pop("_dequantized")
     if save is not None:
-        _save_npz(save, q=q, logits=deq)
+        write_file_atomically(save, lambda tmp: np.savez(tmp, q=q, logits=deq))
     if as_json:
         click.echo(json.dumps(result))
     else:
@@ -232,17 +249,6 @@ def report(build_dir: Path, as_json: bool):
         return
     r = rep.report(build_dir)
     click.echo(json.dumps(r) if as_json else format_report(r))
-
-
-def _save_npz(path: Path, **arrays) -> None:
-    import os
-
-    if path.suffix != ".npz":
-        raise UserError(f"--save {path}: the file name must end in .npz")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,10 @@
 - ``x``: float [N, T, F] feature sequences, or integer token ids [N, T] for an embedding model.
 - ``y``: integer labels [N] (optional).
 - ``lengths``: integer true lengths [N] in 1..T when sequences are padded (optional).
+
+Limits, checked before anything is allocated: each array at most ``MAX_ARRAY_BYTES`` and no larger than
+the bytes the file really holds (a crafted header cannot make kd2mcu allocate what is not there);
+labels in 0..``MAX_CLASSES - 1``; feature values finite in float32.
 """
 from __future__ import annotations
 
@@ -14,6 +18,9 @@ from typing import Optional
 import numpy as np
 
 from kd2mcu.errors import UserError
+
+MAX_ARRAY_BYTES = 4 << 30  # 4 GiB per array
+MAX_CLASSES = 1000
 
 
 @dataclass
@@ -41,6 +48,7 @@ def load_npz(path, option: str = "--inputs") -> Dataset:
     if not p.is_file():
         raise UserError(f"{option} {path}: no such file")
     try:
+        check_npz_sizes(p, option)
         with np.load(p, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
@@ -61,7 +69,12 @@ def load_npz(path, option: str = "--inputs") -> Dataset:
             bad = np.argwhere(~np.isfinite(x))[0]
             raise UserError(f"{option} {path}: x holds NaN or Inf (first at sample {bad[0]}, step {bad[1]}, "
                             f"feature {bad[2]})")
-        x = x.astype(np.float32)
+        with np.errstate(over="ignore"):
+            x = x.astype(np.float32)
+        if not np.isfinite(x).all():
+            bad = np.argwhere(~np.isfinite(x))[0]
+            raise UserError(f"{option} {path}: x holds a value beyond float32's range (first at sample {bad[0]}, "
+                            f"step {bad[1]}, feature {bad[2]}); scale your features")
     elif not np.issubdtype(x.dtype, np.integer):
         raise UserError(f"{option} {path}: 2-D x must hold integer token ids [N, T], got {x.dtype}")
     N, T = x.shape[:2]
@@ -71,6 +84,7 @@ def load_npz(path, option: str = "--inputs") -> Dataset:
             raise UserError(f"{option} {path}: y must be integer labels [N], got {y.dtype} {list(y.shape)}")
         if y.shape[0] != N:
             raise UserError(f"{option} {path}: x has {N} samples but y has {y.shape[0]}")
+        check_labels(y, f"{option} {path}")
     lengths = arrays.get("lengths")
     if lengths is not None:
         if not np.issubdtype(lengths.dtype, np.integer) or lengths.shape != (N,):
@@ -80,3 +94,40 @@ def load_npz(path, option: str = "--inputs") -> Dataset:
             raise UserError(f"{option} {path}: lengths must lie in 1..{T} (the padded length)")
         lengths = lengths.astype(np.int64)
     return Dataset(x, None if y is None else y.astype(np.int64), lengths, str(path))
+
+
+def check_labels(y: np.ndarray, where: str) -> None:
+    """Labels are class numbers 0..C-1 with C at most MAX_CLASSES."""
+    if y.size and int(y.min()) < 0:
+        raise UserError(f"{where}: labels must be integers 0..C-1, found {int(y.min())}")
+    if y.size and int(y.max()) >= MAX_CLASSES:
+        raise UserError(f"{where}: label {int(y.max())} is outside 0..{MAX_CLASSES - 1}; labels must be class "
+                        f"numbers 0..C-1 (kd2mcu handles at most {MAX_CLASSES} classes)")
+
+
+def check_npz_sizes(path: Path, option: str) -> None:
+    """Read each member's .npy header (not its data) and refuse arrays above the limit or larger than the
+    bytes stored for them."""
+    with zipfile.ZipFile(path) as z:
+        for info in z.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with z.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0  # 2.0 and 3.0 differ only in the header's encoding
+                shape, _, dtype = read(f)
+                header = f.tell()
+            if dtype.hasobject:
+                raise UserError(f"{option} {path}: {info.filename[:-4]} holds Python objects; save plain numbers")
+            count = 1
+            for s in shape:
+                count *= int(s)
+            size = count * dtype.itemsize
+            name = info.filename[:-4]
+            if size > MAX_ARRAY_BYTES:
+                raise UserError(f"{option} {path}: {name} declares shape {list(shape)} ({size:,} bytes), above "
+                                f"kd2mcu's limit of {MAX_ARRAY_BYTES:,} bytes per array; split the data")
+            if size > info.file_size - header:
+                raise UserError(f"{option} {path}: {name} declares shape {list(shape)} ({size:,} bytes) but the file "
+                                f"holds {max(info.file_size - header, 0):,}: the file is damaged; save it again")

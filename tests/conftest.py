@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# tests/quant's ONNX and training helpers (test_onnx_import, test_build_onnx) are imported by other groups too,
+# whichever folder pytest collects first.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "quant"))
 SHARED = ROOT.parent / "shared"
 VECTORS = SHARED / "spec" / "vectors"
 

@@ -30,7 +30,7 @@ def stage_of(module: str) -> str:
     if module in COMMON_MODULES:
         return COMMON
     parts = module.split(".")
-    if module == "kd2mcu.cli":
+    if module in ("kd2mcu.cli", "kd2mcu.__main__"):
         return "cli"
     assert len(parts) >= 2 and parts[1] in MAY_IMPORT, f"{module} belongs to no stage"
     return parts[1]
@@ -39,7 +39,7 @@ def stage_of(module: str) -> str:
 def module_name(path: Path) -> str:
     rel = path.relative_to(PACKAGE.parent).with_suffix("")
     parts = list(rel.parts)
-    if parts[-1] == "__init__":
+    if parts[-1] == "__init__" and len(parts) > 1:
         parts.pop()
     return ".".join(parts)
 
@@ -66,7 +66,7 @@ def all_modules() -> list[Path]:
 
 def test_every_module_belongs_to_a_stage():
     top_level = sorted(module_name(p) for p in PACKAGE.glob("*.py"))
-    assert top_level == sorted(COMMON_MODULES | {"kd2mcu.cli"})
+    assert top_level == sorted(COMMON_MODULES | {"kd2mcu.cli", "kd2mcu.__main__"})
     for p in all_modules():
         stage_of(module_name(p))
 

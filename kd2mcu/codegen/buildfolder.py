@@ -8,11 +8,12 @@
 """
 from __future__ import annotations
 
-import json
+import re
 from pathlib import Path
 
 from kd2mcu.codegen.render import KERNEL_HEADER
 from kd2mcu.errors import UserError
+from kd2mcu.outputs import read_json
 
 MODEL_FILE = "model.json"
 BUILD_FILE = "build.json"
@@ -28,18 +29,38 @@ def find_build(folder) -> Path:
 
 
 def read_build_info(d: Path) -> dict:
-    p = d / BUILD_FILE
+    p = Path(d) / BUILD_FILE
     if not p.is_file():
         return {}
-    return json.loads(p.read_text())
+    info = read_json(p, "rebuild the folder with kd2mcu build")
+    if not isinstance(info, dict):
+        raise UserError(f"{p} is damaged (not a JSON object): rebuild the folder with kd2mcu build")
+    return info
+
+
+def read_emulate_info(d: Path):
+    """The last ``kd2mcu emulate``'s measurements, or None."""
+    p = Path(d) / EMULATE_FILE
+    if not p.is_file():
+        return None
+    info = read_json(p, "run kd2mcu emulate again")
+    if not isinstance(info, dict) or not isinstance(info.get("instructions_per_inference", 0), (int, float)):
+        raise UserError(f"{p} is damaged (not what kd2mcu emulate writes): run kd2mcu emulate again")
+    return info
 
 
 def model_name(build_dir: Path) -> str:
     """The C name the build's sources were generated under (``NAME.c``, ``NAME_run``, ...)."""
     name = read_build_info(build_dir).get("name")
-    if name:
+    if name:  # it reaches the compiler's command line (-DKD_SIM_NAME=...): a C identifier or nothing
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,31}", name):
+            raise UserError(f"{Path(build_dir) / BUILD_FILE} is damaged (name {str(name)[:40]!r} is not a C "
+                            "identifier): rebuild the folder with kd2mcu build")
         return name
     headers = [p.stem for p in (build_dir / SRC_DIR).glob("*.h") if p.name != KERNEL_HEADER]
     if len(headers) != 1:
         raise UserError(f"{build_dir}/{SRC_DIR}: cannot tell the model's name; rebuild with kd2mcu build")
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,31}", headers[0]):
+        raise UserError(f"{build_dir}/{SRC_DIR}/{headers[0][:40]}.h: not a model header kd2mcu wrote (its name is "
+                        "not a C identifier); rebuild with kd2mcu build")
     return headers[0]

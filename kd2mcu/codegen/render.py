@@ -30,6 +30,24 @@ C_RESERVED = {
     "sizeof", "static", "struct", "switch", "typedef", "union", "unsigned", "void", "volatile", "while",
     "_Bool", "_Complex", "_Imaginary", "main", "kd2mcu_int8",
 } | set(keyword.kwlist)
+# The model is written as NAME.h / NAME.c: a name that is a header of the C library (C99, POSIX, newlib)
+# or of the firmware project would shadow it (compared case-insensitively, for case-insensitive disks).
+HEADER_NAMES = {
+    "assert", "complex", "ctype", "errno", "fenv", "float", "inttypes", "iso646", "limits", "locale", "math",
+    "setjmp", "signal", "stdarg", "stdbool", "stddef", "stdint", "stdio", "stdlib", "string", "tgmath", "time",
+    "wchar", "wctype", "stdalign", "stdatomic", "stdnoreturn", "threads", "uchar", "unistd", "fcntl", "strings",
+    "malloc", "alloca", "endian", "reent", "newlib", "sys", "types", "cmsis_gcc", "arm_math", "arm_acle",
+    "platform", "startup", "test_vectors", "harness", "firmware", "model",
+}
+# Identifiers and macros of the C library that a model name (and the NAME macro prefix) must not be.
+LIBC_NAMES = {
+    "NULL", "EOF", "errno", "stdin", "stdout", "stderr", "bool", "true", "false", "offsetof", "size_t",
+    "ptrdiff_t", "wchar_t", "FILE", "abort", "exit", "system", "printf", "puts", "putchar", "malloc", "calloc",
+    "realloc", "free", "memcpy", "memset", "memmove", "memcmp", "strlen", "strcpy", "strcmp", "abs", "labs",
+    "div", "rand", "srand", "signal", "raise", "setjmp", "longjmp", "environ", "assert", "static_assert",
+    "INT8_MIN", "INT8_MAX", "INT16_MIN", "INT16_MAX", "INT32_MIN", "INT32_MAX", "UINT8_MAX", "SIZE_MAX",
+    "unix", "linux", "arm", "thumb",
+}
 
 
 def check_c_name(name: str) -> str:
@@ -38,7 +56,23 @@ def check_c_name(name: str) -> str:
                         "letter, at most 32 characters)")
     if name in C_RESERVED or name.startswith("kd2mcu_int8"):
         raise UserError(f"--name {name!r} is a reserved C word: pick another model name")
+    if name.lower() in HEADER_NAMES:
+        raise UserError(f"--name {name!r} would write {name}.h, which shadows the C library's or the firmware's "
+                        "header of that name: pick another model name, e.g. my_model")
+    if name in LIBC_NAMES or name.upper() in {n.upper() for n in LIBC_NAMES if n.isupper()}:
+        raise UserError(f"--name {name!r} is a name of the C library: pick another model name, e.g. my_model")
     return name
+
+
+def c_comment(text: str, limit: int = 200) -> str:
+    """Text safe inside a C block comment: printable ASCII only, no comment delimiters, one line.
+    Anything else (newlines, ``*/``, non-ASCII) becomes ``?``; long texts are cut with ``...``."""
+    out = "".join(ch if " " <= ch <= "~" else "?" for ch in str(text))
+    while "*/" in out or "/*" in out:
+        out = out.replace("*/", "*?").replace("/*", "/?")
+    while "??" in out:  # no trigraphs (??/ would be a backslash)
+        out = out.replace("??", "? ?")
+    return out if len(out) <= limit else out[:limit - 3] + "..."
 
 
 def c_array(values, per_line: int = 16) -> str:
@@ -188,7 +222,7 @@ def context(model: IntModel, name: str, layout: str = "fast") -> dict:
     tokens = model.is_token_model
     streaming = model.streaming
     return {
-        "version": __version__, "name": name, "NAME": name.upper(), "source": model.source or "(unnamed)",
+        "version": __version__, "name": name, "NAME": name.upper(), "source": c_comment(model.source or "(unnamed)"),
         "fast": fast, "layout": layout,
         "summary": _summary(model), "tokens": tokens, "streaming": streaming,
         "input_size": model.input_size, "max_steps": model.max_steps, "num_classes": model.num_classes,

@@ -15,7 +15,7 @@ from kd2mcu.codegen import render
 from kd2mcu.codegen.buildfolder import BUILD_FILE, MODEL_FILE, SRC_DIR
 from kd2mcu.dataio import Dataset, load_npz
 from kd2mcu.errors import UserError
-from kd2mcu.outputs import check_output, staged_folder, write_json
+from kd2mcu.outputs import OutputFolder, check_output, write_json
 from kd2mcu.quant import reference
 from kd2mcu.quant.floatmodel import CalibrationStats
 from kd2mcu.quant.intmodel import IntModel
@@ -59,24 +59,35 @@ def quantize_data(model: IntModel, data: Dataset) -> np.ndarray:
     return reference.quantize_input(model, data.x)
 
 
+def check_labels_fit(model: IntModel, data: Dataset) -> None:
+    """Labels in an --inputs file are classes of the model, or its accuracy would be scored silently wrong."""
+    if data.y is not None and data.y.size and int(data.y.max()) >= model.num_classes:
+        raise UserError(f"{data.path}: label {int(data.y.max())} is not a class of the model (0.."
+                        f"{model.num_classes - 1}); give the labels the model was trained with")
+
+
 def build_from_onnx(onnx_path: Path, calib_path: Path, out: Path, force: bool, name: str,
                     max_steps: Optional[int] = None, tol: float = 1e-4,
                     target: str = firmware.DEFAULT_BOARD, vectors_from: Optional[Dataset] = None,
-                    layout: str = "fast") -> dict:
+                    layout: str = "fast", inputs: tuple = ()) -> dict:
     """Post-training quantization of a float ONNX model on ``calib_path``; the firmware's test vectors come
-    from ``vectors_from`` (a held-out split) or else from the calibration data."""
+    from ``vectors_from`` (a held-out split) or else from the calibration data. ``inputs``: further files
+    the build is made from (which ``out`` may not replace)."""
     from kd2mcu.quant.onnx_import import import_onnx
 
     render.check_c_name(name)
     render.check_layout(layout)
     board = firmware.load_board(target)
-    check_output(out, force)
+    inputs = (*inputs, onnx_path, calib_path)  # the inputs are checked first, --out when writing
     data = load_npz(calib_path, "--calib")
     imp = import_onnx(onnx_path, data.x, tol=tol)
     fm = imp.model
     if fm.is_token_model != data.is_tokens:
         raise UserError(f"--calib {calib_path}: x shape {list(data.x.shape)} does not fit the model's input "
                         f"({'token ids [N, T]' if fm.is_token_model else 'features [N, T, F]'})")
+    if not data.is_tokens and float(np.ptp(data.x)) == 0.0:
+        raise UserError(f"--calib {calib_path}: every feature value is {float(data.x.flat[0]):g}; calibration needs "
+                        "data that varies like the real input (e.g. your training split)")
     stats = CalibrationStats()
     float_logits = fm.forward(data.x, data.lengths, stats=stats)
     steps = int(max_steps or data.steps)
@@ -89,7 +100,7 @@ def build_from_onnx(onnx_path: Path, calib_path: Path, out: Path, force: bool, n
         "calibration": {"file": str(calib_path), "sha256": _sha256(calib_path), "samples": data.n},
         "import_max_abs_diff_vs_onnxruntime": imp.max_abs_diff, "quantization": report, "layout": layout,
     }
-    write_build(model, info, out, force, name, board, _vectors(model, vectors_from or data))
+    write_build(model, info, out, force, name, board, _vectors(model, vectors_from or data), inputs)
     return info
 
 
@@ -100,46 +111,59 @@ def _vectors(model: IntModel, data: Dataset):
 
 
 def build_from_run(run: Path, out: Path, force: bool, name: str, target: str = firmware.DEFAULT_BOARD,
-                   layout: str = "fast") -> dict:
+                   layout: str = "fast", max_steps: Optional[int] = None) -> dict:
     """A training run's student: its integer model from quantization-aware training when the run has one
     (no second calibration), else post-training quantization of student.onnx on the run's training split.
     The firmware's test vectors come from the run's held-out test split."""
     run = Path(run)
     if not (run / "student.onnx").is_file() or not (run / "test.npz").is_file():
         raise UserError(f"{run} is not a kd2mcu training run (no student.onnx / test.npz): run kd2mcu train first")
+    run_files = [p for p in sorted(run.iterdir()) if p.is_file()]  # what the build reads; --out may hold none
+    check_output(out, force, run_files)
     test = load_npz(run / "test.npz", "the run's test split")
     if not (run / MODEL_FILE).is_file():
-        return build_from_onnx(run / "student.onnx", run / "calib.npz", out, force, name, target=target,
-                               vectors_from=test, layout=layout)
+        return build_from_onnx(run / "student.onnx", run / "calib.npz", out, force, name, max_steps,
+                               target=target, vectors_from=test, layout=layout, inputs=tuple(run_files))
     render.check_c_name(name)
     render.check_layout(layout)
     board = firmware.load_board(target)
-    check_output(out, force)
-    model = IntModel.load(run / MODEL_FILE)
+    model = _with_max_steps(IntModel.load(run / MODEL_FILE), max_steps, test.steps, "the run's test split")
     info = {"kd2mcu_version": __version__, "name": name, "source": str(run / MODEL_FILE),
             "source_sha256": _sha256(run / MODEL_FILE),
             "quantization": {"method": "quantization-aware training (the run's integer model)"}, "layout": layout}
-    write_build(model, info, out, force, name, board, _vectors(model, test))
+    write_build(model, info, out, force, name, board, _vectors(model, test), run_files)
     return info
 
 
+def _with_max_steps(model: IntModel, max_steps: Optional[int], data_steps: int, what: str) -> IntModel:
+    """The model with ``--max-steps`` applied (the longest sequence the C accepts)."""
+    if max_steps is None:
+        return model
+    if max_steps < data_steps:
+        raise UserError(f"--max-steps {max_steps} is shorter than {what} ({data_steps} steps)")
+    model.max_steps = int(max_steps)
+    return model.validate()
+
+
 def build_from_intmodel(json_path: Path, out: Path, force: bool, name: str,
-                        target: str = firmware.DEFAULT_BOARD, layout: str = "fast") -> dict:
+                        target: str = firmware.DEFAULT_BOARD, layout: str = "fast",
+                        max_steps: Optional[int] = None) -> dict:
     render.check_c_name(name)
     render.check_layout(layout)
     board = firmware.load_board(target)
-    check_output(out, force)
-    model = IntModel.load(json_path)
+    check_output(out, force, [json_path])
+    model = _with_max_steps(IntModel.load(json_path), max_steps, 1, "one step")
     info = {"kd2mcu_version": __version__, "name": name, "source": str(json_path),
             "source_sha256": _sha256(json_path), "layout": layout}
-    write_build(model, info, out, force, name, board)
+    write_build(model, info, out, force, name, board, inputs=[json_path])
     return info
 
 
 def write_build(model: IntModel, info: dict, out: Path, force: bool, name: str,
-           board: Optional["firmware.Board"] = None, vectors=None) -> None:
+                board: Optional["firmware.Board"] = None, vectors=None, inputs=()) -> None:
     """Write model.json, src/, build.json and the firmware project (test vectors: ``vectors`` =
-    (x_q, lengths), or seeded random inputs when the build has no data)."""
+    (x_q, lengths), or seeded random inputs when the build has no data) into the build folder ``out``,
+    atomically (``inputs``: the files it was made from, which ``out`` may not replace)."""
     board = board or firmware.load_board(firmware.DEFAULT_BOARD)
     if vectors is None:
         from kd2mcu.quant.random_model import random_inputs
@@ -147,7 +171,8 @@ def write_build(model: IntModel, info: dict, out: Path, force: bool, name: str,
         steps = min(model.max_steps, 50)
         vectors = random_inputs(np.random.default_rng(0), model, firmware.DEFAULT_VECTORS, steps)
     info = dict(info, target=board.name)
-    with staged_folder(out, force) as stage:
+    with OutputFolder(out, force, "build", inputs) as folder:
+        stage = folder.stage
         (stage / MODEL_FILE).write_text(model.to_json())
         render.write_sources(model, name, stage / SRC_DIR, info.get("layout", "fast"))
         firmware.write_project(model, name, board, stage / SRC_DIR, stage / firmware.FIRMWARE_DIR, *vectors)
@@ -166,8 +191,10 @@ def build_from_checkpoint(checkpoint: Path, calib_path: Path, out: Path, force: 
     render.check_layout(layout)
     if not Path(checkpoint).is_file():
         raise UserError(f"{checkpoint}: no such student checkpoint")
+    check_output(out, force, [checkpoint, calib_path])
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / f"{Path(checkpoint).stem}.onnx"
         student = load_student(checkpoint)
         export_onnx(student, example_input(student), onnx_path)
-        return build_from_onnx(onnx_path, calib_path, out, force, name, max_steps, target=target, layout=layout)
+        return build_from_onnx(onnx_path, calib_path, out, force, name, max_steps, target=target, layout=layout,
+                               inputs=(checkpoint,))

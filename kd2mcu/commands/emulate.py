@@ -6,15 +6,17 @@ firmware prints every output over semihosting, and each is compared with the Pyt
 from __future__ import annotations
 
 import json
-import os
+import zipfile
 
+import click
 import numpy as np
 
 from kd2mcu.codegen.buildfolder import EMULATE_FILE, MODEL_FILE, find_build, read_build_info
 from kd2mcu.codegen.render import PORTABLE_CFLAGS
-from kd2mcu.commands.build import quantize_data
-from kd2mcu.dataio import load_npz
+from kd2mcu.commands.build import check_labels_fit, quantize_data
+from kd2mcu.dataio import check_npz_sizes, load_npz
 from kd2mcu.errors import UserError
+from kd2mcu.outputs import write_file_atomically
 from kd2mcu.quant import reference
 from kd2mcu.quant.intmodel import IntModel
 from kd2mcu.targets.firmware import DEFAULT_BOARD, FIRMWARE_DIR, VECTORS_FILE, kernel_path, load_board
@@ -38,9 +40,10 @@ def emulate(build_dir, inputs=None, opt: str = "-O2", timeout: float = 600.0, po
             raise UserError(f"--inputs {inputs}: sequences have {data.steps} steps but the model was built for at "
                             f"most {model.max_steps}; rebuild with --max-steps {data.steps}")
         x_q, lengths, y = quantize_data(model, data), data.lengths, data.y
+        check_labels_fit(model, data)
     else:
-        with np.load(project / VECTORS_FILE) as f:
-            x_q, lengths, y = f["x_q"], f["lengths"], None
+        x_q, lengths = _baked_vectors(project / VECTORS_FILE, model)
+        y = None
     N = len(x_q)
     lengths = np.full(N, x_q.shape[1], np.int64) if lengths is None else np.asarray(lengths, np.int64)
     ref = reference.run(model, x_q, lengths)
@@ -66,7 +69,29 @@ def emulate(build_dir, inputs=None, opt: str = "-O2", timeout: float = 600.0, po
     }
     if y is not None:
         result["accuracy"] = float(np.mean(sim.logits.argmax(1) == y))
-    tmp_path = d / f".{EMULATE_FILE}.tmp-{os.getpid()}"
-    tmp_path.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp_path, d / EMULATE_FILE)
+    try:
+        write_file_atomically(d / EMULATE_FILE, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
+    except UserError as exc:  # the check itself succeeded: say what is lost, keep the verdict
+        click.echo(f"kd2mcu: warning: {exc} (kd2mcu report will not show these instructions)", err=True)
     return result
+
+
+def _baked_vectors(path, model: IntModel):
+    """The test vectors ``kd2mcu build`` baked into the firmware (x_q, lengths), checked."""
+    fix = "rebuild the folder with kd2mcu build, or give --inputs"
+    if not path.is_file():
+        raise UserError(f"{path} is missing: {fix}")
+    try:
+        check_npz_sizes(path, "the firmware's test vectors")
+        with np.load(path, allow_pickle=False) as f:
+            x_q, lengths = f["x_q"], f["lengths"].astype(np.int64)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+        raise UserError(f"{path} is damaged: {fix}") from None
+    shape_ok = x_q.ndim == 2 if model.is_token_model else (x_q.ndim == 3 and x_q.shape[2] == model.input_size)
+    if not shape_ok or lengths.shape != (len(x_q),) or not np.issubdtype(x_q.dtype, np.integer) or \
+            (lengths.size and (lengths.min() < 1 or lengths.max() > min(x_q.shape[1], model.max_steps))):
+        raise UserError(f"{path} does not fit the build's model: {fix}")
+    lo, hi = (0, model.embedding.shape[0] - 1) if model.is_token_model else (-128, 127)
+    if x_q.size and (int(x_q.min()) < lo or int(x_q.max()) > hi):
+        raise UserError(f"{path} holds values outside {lo}..{hi}: {fix}")
+    return x_q, lengths

@@ -1,11 +1,10 @@
 """``kd2mcu export-onnx``: a training run's float student (or its teacher) as a standard ONNX file."""
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 from kd2mcu.errors import UserError
+from kd2mcu.outputs import check_output_file, read_json, write_file_atomically
 
 
 def export_run(run: Path, output: Path, teacher: bool = False, force: bool = False) -> str:
@@ -13,18 +12,12 @@ def export_run(run: Path, output: Path, teacher: bool = False, force: bool = Fal
     run, output = Path(run), Path(output)
     if output.suffix != ".onnx":
         raise UserError(f"{output}: the output file name must end in .onnx")
-    if output.exists() and not force:
-        raise UserError(f"{output} exists: pass --force to replace it, or choose another file name")
     if not (run / "student.pt").is_file():
         raise UserError(f"{run} is not a kd2mcu training run (no student.pt): run kd2mcu train first")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}.onnx")
-    try:
-        what = _export(run, tmp, teacher)
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return f"wrote {output}: {what}"
+    check_output_file(output, force, [p for p in run.iterdir() if p.is_file()], option="OUTPUT")
+    said = []
+    write_file_atomically(output, lambda tmp: said.append(_export(run, tmp, teacher)))
+    return f"wrote {output}: {said[0]}"
 
 
 def _export(run: Path, tmp: Path, teacher: bool) -> str:
@@ -32,7 +25,7 @@ def _export(run: Path, tmp: Path, teacher: bool) -> str:
         from kd2mcu.train.teacher import export_onnx, load_transformer
 
         weights = run / "teacher.pt"
-        meta = json.loads((run / "teacher.json").read_text()) if (run / "teacher.json").is_file() else {}
+        meta = read_json(run / "teacher.json", "train the run again") if (run / "teacher.json").is_file() else {}
         if meta.get("kind") != "transformer" or not weights.is_file():
             raise UserError(f"{run}: its teacher is not a transformer trained by kd2mcu "
                             f"({meta.get('kind', 'none')}); only such a teacher can be exported")

@@ -2,10 +2,11 @@
 (``kd2mcu.targets.footprint``), or a training run's accuracies side by side."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from kd2mcu.codegen.buildfolder import find_build
+from kd2mcu.errors import UserError
+from kd2mcu.outputs import read_json
 from kd2mcu.targets.footprint import footprint
 
 
@@ -23,7 +24,10 @@ ACCURACY_ROWS = [("teacher", "teacher_accuracy"), ("float student (distilled)", 
 
 def run_report(run: Path) -> dict:
     """A training run's accuracies side by side (metrics.json), on its held-out test split."""
-    return json.loads((Path(run) / "metrics.json").read_text())
+    m = read_json(Path(run) / "metrics.json", "train the run again")
+    if not isinstance(m, dict) or not all(k in m for k in ("dataset", "samples", "student_params")):
+        raise UserError(f"{Path(run) / 'metrics.json'} is damaged (not what kd2mcu train writes): train the run again")
+    return m
 
 
 def format_run_report(m: dict) -> str:

@@ -6,7 +6,7 @@ from typing import Optional
 import numpy as np
 
 from kd2mcu.codegen.buildfolder import MODEL_FILE, SRC_DIR, find_build, model_name
-from kd2mcu.commands.build import quantize_data
+from kd2mcu.commands.build import check_labels_fit, quantize_data
 from kd2mcu.dataio import load_npz
 from kd2mcu.errors import UserError
 from kd2mcu.quant import reference
@@ -22,6 +22,7 @@ def simulate(build_dir, inputs, opt: str = "-O2", sanitize: bool = False, cc: Op
         raise UserError(f"--inputs {inputs}: sequences have {data.steps} steps but the model was built for at most "
                         f"{model.max_steps}; rebuild with --max-steps {data.steps}")
     x_q = quantize_data(model, data)
+    check_labels_fit(model, data)
     exe = hostsim.compile_harness(d / SRC_DIR, model_name(d), opt=opt, sanitize=sanitize, cc=cc)
     sim, mismatches, first = hostsim.check(exe, model, x_q, data.lengths)
     result = {

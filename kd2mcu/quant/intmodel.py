@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -31,6 +32,10 @@ VERSION = 1
 GATES = ("f", "i", "g", "o")  # the kernel's order; PyTorch is i, f, g, o and ONNX i, o, f, c
 Q_GATE = 2.0**-12  # scale of a gate pre-activation (Q3.12)
 MIN_CELL_POWER, MAX_CELL_POWER = -20, 0
+MAX_STEPS = 100_000  # the longest sequence a build accepts (kd2mcu build --max-steps)
+MAX_SIZE = 65_535  # features, hidden units, classes, vocabulary: anything larger is not a microcontroller model
+MAX_LAYERS = 8
+MAX_TEXT = 1_000  # characters of the model's source and of each class label
 
 
 @dataclass
@@ -152,7 +157,10 @@ class IntModel:
     # ------------------------------------------------------------------ checks
     def validate(self) -> "IntModel":
         """Check shapes, ranges and the int32 limits the kernel relies on; raise UserError."""
-        _check(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
+        _check(1 <= self.max_steps <= MAX_STEPS, f"max_steps must lie in 1..{MAX_STEPS}, got {self.max_steps}")
+        _check(isinstance(self.source, str) and len(self.source) <= MAX_TEXT,
+               f"source must be a text of at most {MAX_TEXT} characters")
+        _check(1 <= len(self.layers) <= MAX_LAYERS, f"the model needs 1..{MAX_LAYERS} LSTM layers")
         _check_q(self.input, "input")
         if self.embedding is not None:
             e = self.embedding
@@ -167,6 +175,8 @@ class IntModel:
             if prev_width is not None:
                 _check(layer.input_size == prev_width, f"{where}: input size {layer.input_size} != {prev_width}")
             _check_q(layer.hidden, f"{where} hidden")
+            _check(1 <= layer.hidden_size <= MAX_SIZE and 1 <= layer.input_size <= MAX_SIZE,
+                   f"{where}: sizes must lie in 1..{MAX_SIZE}")
             _check(len(layer.directions) in (1, 2), f"{where}: 1 or 2 directions")
             _check(not (layer.reverse and layer.bidirectional), f"{where}: reverse is for one-direction layers")
             P = layer.cell_scale_power
@@ -186,7 +196,8 @@ class IntModel:
                            f"{w}: weight shapes do not match hidden {H} / input {I}")
                     _check_int_range(g.wx, -128, 127, f"{w} wx")
                     _check_int_range(g.wh, -128, 127, f"{w} wh")
-                    _check(g.wx_scale > 0 and g.wh_scale > 0, f"{w}: weight scales must be > 0")
+                    _check(np.isfinite(g.wx_scale) and np.isfinite(g.wh_scale) and g.wx_scale > 0 and g.wh_scale > 0,
+                           f"{w}: weight scales must be finite and > 0")
                     eff_x = g.bias.astype(np.int64) - layer.input.zero_point * g.wx.astype(np.int64).sum(1)
                     bound_x = np.abs(eff_x) + 255 * np.abs(g.wx.astype(np.int64)).sum(1)
                     # |h - z_h| <= 255; the C loop's partial sums (-z_h * rowsum + sum h * w) stay under 256 * sum|w|
@@ -202,11 +213,16 @@ class IntModel:
         _check_q(h.output, "head output")
         _check_int_range(h.weight, -128, 127, "head weight")
         _check(h.bias.shape == (C,) and h.weight_scale.shape == (C,), "head bias / scales must have one entry per class")
+        _check(C <= MAX_SIZE, f"at most {MAX_SIZE} classes")
+        _check(bool(np.all(np.isfinite(h.weight_scale)) and np.all(h.weight_scale > 0)),
+               "head weight scales must be finite and > 0")
         eff = h.bias.astype(np.int64) - h.input.zero_point * h.weight.astype(np.int64).sum(1)
         bound = np.abs(eff) + 255 * np.abs(h.weight.astype(np.int64)).sum(1)
         for c in range(C):
             _check_acc(bound[c:c + 1], (int(h.mult[c]), int(h.shift[c])), f"head class {c}")
         if self.labels is not None:
+            _check(isinstance(self.labels, list) and all(isinstance(s, str) and len(s) <= MAX_TEXT for s in self.labels),
+                   "labels must be a list of texts, one per class")
             _check(len(self.labels) == C, f"{len(self.labels)} labels for {C} classes")
         return self
 
@@ -298,10 +314,11 @@ class IntModel:
             model = cls(q(d["input"]), layers, head, int(d["max_steps"]),
                         None if d.get("embedding") is None else _unarr(d["embedding"]),
                         d.get("labels"), d.get("source", ""))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise UserError(f"integer model is malformed ({type(exc).__name__}: {exc})") from None
+        model.validate()  # scales first: the multipliers are derived from them
         model.check_multipliers()
-        return model.validate()
+        return model
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1) + "\n"
@@ -309,12 +326,16 @@ class IntModel:
     @classmethod
     def load(cls, path) -> "IntModel":
         try:
-            with open(path) as f:
-                d = json.load(f)
+            text = Path(path).read_bytes().decode("utf-8")
+            d = json.loads(text)
         except OSError as exc:
             raise UserError(f"cannot read {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise UserError(f"{path} is not a kd2mcu integer model (not UTF-8 text)") from None
         except json.JSONDecodeError as exc:
             raise UserError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        except RecursionError:
+            raise UserError(f"{path} is not a kd2mcu integer model (JSON nested too deeply)") from None
         return cls.from_dict(d)
 
 

@@ -49,8 +49,9 @@ def quantize_symmetric(w: np.ndarray, scale: float) -> np.ndarray:
 def quantize_bias(b: np.ndarray, scale: float, what: str) -> np.ndarray:
     q = np.rint(np.asarray(b, dtype=np.float64) / scale)
     if np.abs(q).max(initial=0) >= 2**31 - 1:
-        raise UserError(f"{what}: bias too large for int32 at scale {scale:.3g}; the weights are nearly zero "
-                        "against a large bias")
+        raise UserError(f"{what}: bias too large for int32 at scale {scale:.3g}: the calibrated input range is "
+                        "nearly zero (calibration data that hardly varies?) or the weights are nearly zero against "
+                        "a large bias")
     return q.astype(np.int32)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -69,12 +70,30 @@ def boards() -> list[str]:
 
 
 def load_board(name: str) -> Board:
-    path = resource_dir("firmware") / "boards" / f"{name}.json"
-    if not path.is_file():
-        raise UserError(f"unknown target {name!r}: choose one of {', '.join(boards())}")
-    d = json.loads(path.read_text())
-    return Board(d["name"], d["description"], d["cpu_flags"], d["memory"], d["usart"], d["emulator"],
-                 d["openocd_target"], d["flash_address"])
+    """A board of the package's ``firmware/boards/``, by name only (never a path)."""
+    if not isinstance(name, str) or name not in boards():
+        raise UserError(f"unknown target {str(name)[:80]!r}: choose one of {', '.join(boards())}")
+    d = json.loads((resource_dir("firmware") / "boards" / f"{name}.json").read_text())
+    board = Board(d["name"], d["description"], d["cpu_flags"], d["memory"], d["usart"], d["emulator"],
+                  d["openocd_target"], d["flash_address"])
+    _check_board(board)
+    return board
+
+
+_WORD = re.compile(r"[A-Za-z0-9_.,:/+=-]+")  # flags, addresses, sizes, names: they reach make and the linker
+_C_EXPR = re.compile(r"[A-Za-z0-9_ ()<>|&~+*x-]+")  # USART register values: C constant expressions
+
+
+def _check_board(board: Board) -> None:
+    """Board values end up in board.mk (inside '...' in make's shell), memory.ld and tool arguments:
+    plain words and C constant expressions only, never a quote, $, backslash or ;."""
+    words = [board.name, *board.cpu_flags, board.openocd_target, board.flash_address,
+             *map(str, board.memory.values()), *map(str, board.emulator["memory"].values()),
+             str(board.emulator["machine"]), *map(str, board.usart.keys())]
+    bad = [v for v in words if not _WORD.fullmatch(v)] + \
+        [v for v in map(str, board.usart.values()) if not _C_EXPR.fullmatch(v)]
+    if bad:
+        raise RuntimeError(f"board file {board.name}.json holds a value kd2mcu will not pass to make: {bad[0]!r}")
 
 
 def _memory_ld(mem: dict) -> str:

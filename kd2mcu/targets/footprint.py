@@ -7,13 +7,12 @@ table), static buffers; the state is the size of the state struct; the stack fro
 """
 from __future__ import annotations
 
-import json
 import subprocess
 import tempfile
 from pathlib import Path
 from typing import Optional
 
-from kd2mcu.codegen.buildfolder import EMULATE_FILE, MODEL_FILE, SRC_DIR, model_name, read_build_info
+from kd2mcu.codegen.buildfolder import MODEL_FILE, SRC_DIR, model_name, read_build_info, read_emulate_info
 from kd2mcu.codegen.render import PORTABLE_CFLAGS
 from kd2mcu.quant.intmodel import IntModel
 from kd2mcu.targets.firmware import DEFAULT_BOARD, arm_tool, kernel_path, load_board
@@ -31,8 +30,7 @@ def footprint(build_dir: Path, opt: str = "-O2", portable: Optional[bool] = None
     """Flash and RAM of the model alone, compiled for the build's board; with the portable C path when
     ``portable`` (default: as the last ``kd2mcu emulate`` ran, whose instruction counts are merged in)."""
     d = Path(build_dir).resolve()  # the compiler runs in a temporary folder
-    emu = d / EMULATE_FILE
-    emulated = json.loads(emu.read_text()) if emu.is_file() else None
+    emulated = read_emulate_info(d)
     if portable is None:
         portable = bool(emulated and emulated.get("portable"))
     extra_cflags = [PORTABLE_CFLAGS] if portable else []

@@ -5,9 +5,12 @@ the harness and the compiler flags, so a second ``kd2mcu sim`` does not recompil
 """
 from __future__ import annotations
 
+import atexit
+import functools
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -54,7 +57,14 @@ def compile_harness(src_dir: Path, name: str, opt: str = "-O2", sanitize: bool =
     exe = cache_dir / key / "harness"
     if exe.is_file():
         return exe
-    exe.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        exe.parent.mkdir(parents=True, exist_ok=True)
+        probe = exe.with_name(f".probe{os.getpid()}")
+        probe.touch()
+        probe.unlink()
+    except OSError:  # a read-only build folder: compile into a private temporary folder, uncached
+        exe = Path(_private_dir()) / key / "harness"
+        exe.parent.mkdir(parents=True, exist_ok=True)
     tmp = exe.with_name(f"harness.tmp{os.getpid()}")
     cmd = [cc, *flags, *defines, "-I", str(src_dir), str(harness),
            *[str(p) for p in sources if p.suffix == ".c"], "-o", str(tmp)]
@@ -65,10 +75,28 @@ def compile_harness(src_dir: Path, name: str, opt: str = "-O2", sanitize: bool =
     return exe
 
 
+@functools.lru_cache(maxsize=None)
+def _private_dir() -> str:
+    path = tempfile.mkdtemp(prefix="kd2mcu-sim-")
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
 def first_line(text: str) -> str:
     lines = [ln for ln in text.splitlines() if ln.strip()]
     errors = [ln for ln in lines if "error" in ln]
     return (errors or lines or ["(no output)"])[0]
+
+
+def exit_status(code: int) -> str:
+    """'exit status 3' or 'killed by signal 11 (SIGSEGV)' for a subprocess return code."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "unknown signal"
+        return f"killed by signal {-code} ({name})"
+    return f"exit status {code}"
 
 
 @dataclass
@@ -106,7 +134,9 @@ def run_harness(exe: Path, model: IntModel, x_q: np.ndarray, lengths=None, strea
         inp.write_bytes(b"".join(parts))
         proc = subprocess.run([str(exe), str(inp), str(outp)], capture_output=True, text=True)
         if proc.returncode != 0:
-            raise RuntimeError(f"host simulator exited with {proc.returncode}: {proc.stderr[-4000:]}")
+            raise UserError(f"the generated C failed in the host simulator ({exit_status(proc.returncode)}): "
+                            f"{first_line(proc.stderr)[:300]}; this is a bug of the generated code, please report "
+                            "it with the build folder")
         raw = outp.read_bytes()
     rc = np.empty(N, np.int32)
     logits = np.empty((N, C), np.int8)

@@ -20,8 +20,25 @@ def flash_command(probe: str, board: Board, image_dir: Path) -> list[str]:
     if probe == "stlink":  # st-flash reads the flash back after writing ("Flash written and verified")
         return ["st-flash", "--reset", "write", str(image_dir / "firmware.bin"), board.flash_address]
     if probe == "openocd":
+        elf = image_dir / "firmware.elf"
         return ["openocd", "-f", "interface/stlink.cfg", "-f", board.openocd_target,
-                "-c", f"program {image_dir / 'firmware.elf'} verify reset exit"]
+                "-c", f"program {tcl_word(elf)} verify reset exit"]
     if probe == "cubeprog":
         return ["STM32_Programmer_CLI", "-c", "port=SWD", "-w", str(image_dir / "firmware.hex"), "-v", "-rst"]
     raise UserError(f"unknown probe {probe!r}: use stlink, openocd or cubeprog")
+
+
+TCL_SPECIAL = set('[]{}$\\";#')
+
+
+def tcl_word(path: Path) -> str:
+    """``path`` as one literal Tcl word. OpenOCD evaluates ``-c`` as Tcl, where ``[...]`` runs a command
+    and ``$`` substitutes a variable, so a path holding such characters (or spaces) is refused rather than
+    quoted: OpenOCD's own ``program`` procedure may evaluate its argument a second time."""
+    text = str(Path(path).resolve())
+    bad = sorted({ch for ch in text if ch in TCL_SPECIAL or not ch.isprintable() or ch.isspace()})
+    if bad:
+        shown = " ".join(repr(ch) for ch in bad)
+        raise UserError(f"the firmware path {text!r} holds {shown}, which OpenOCD's Tcl would evaluate: move the "
+                        "build folder to a path without spaces or [ ] { } $ \\ \" ; #, or use --probe stlink")
+    return text

@@ -13,6 +13,10 @@ import sys
 from pathlib import Path
 
 from kd2mcu.errors import UserError
+from kd2mcu.quant.intmodel import MAX_STEPS
+
+MAX_VOCAB = 65_535
+MAX_EPOCHS = 100_000
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -165,8 +169,16 @@ def validate(cfg: dict, source: str) -> dict:
         (t["epochs"] >= 0, "[teacher] epochs must be >= 0"),
         (0.0 <= t["dropout"] < 1.0, "[teacher] dropout must lie in 0..1"),
         (0.0 <= data["val_fraction"] < 0.9, "[data] val_fraction must lie in 0..0.9"),
-        (data["max_len"] >= 0 and data["max_vocab"] >= 3 and data["subset"] >= 0,
-         "[data] max_len >= 0, max_vocab >= 3, subset >= 0"),
+        (0 <= data["max_len"] <= MAX_STEPS, f"[data] max_len must lie in 0..{MAX_STEPS}"),
+        (3 <= data["max_vocab"] <= MAX_VOCAB, f"[data] max_vocab must lie in 3..{MAX_VOCAB}"),
+        (0 <= data["subset"] <= 10**7, "[data] subset must lie in 0..10000000"),
+        (all(0 <= v <= MAX_EPOCHS for v in (t["epochs"], d["warmup_epochs"], d["epochs"], cfg["qat"]["epochs"])),
+         f"epochs must lie in 0..{MAX_EPOCHS}"),
+        (d["batch_size"] <= 65536 and t["batch_size"] <= 65536, "batch sizes must be at most 65536"),
+        (t["width"] <= 4096 and t["ff"] <= 16384 and t["depth"] <= 48 and t["heads"] <= 64,
+         "[teacher] width <= 4096, ff <= 16384, depth <= 48, heads <= 64"),
+        (cfg["run"]["threads"] <= 256, "[run] threads must be at most 256"),
+        (cfg["run"]["seed"] < 2**32 and t["seed"] < 2**32, "seeds must be below 2^32"),
         (all(float(v).is_integer() and v >= 1 for v in d["align_layers"]),
          "[distill] align_layers are 1-based teacher layer numbers"),
         (cfg["run"]["threads"] >= 1, "[run] threads must be >= 1"),

@@ -58,7 +58,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kd2mcu.dataio import load_npz
+from kd2mcu.dataio import MAX_CLASSES, load_npz
 from kd2mcu.errors import UserError
 
 BUNDLED = {
@@ -413,6 +413,11 @@ def _read_csv(path: str | Path, option: str) -> _Samples:
         header = [name.strip() for name in next(reader, [])]
         if not header:
             raise UserError(f"{where}: the file is empty; expected a header row like 'sample,label,feature1,...'")
+        if len(header) == 1:
+            sep = next((s for s in (";", "\t", "|") if s in header[0]), None)
+            if sep is not None:
+                raise UserError(f"{where}: the columns are separated by {sep!r}, not commas; save the file as "
+                                "comma-separated CSV (pandas: df.to_csv(path, index=False))")
         missing = [name for name in ("sample", "label") if name not in header]
         if missing:
             raise UserError(f"{where}: no column {' or '.join(repr(m) for m in missing)} in the header "
@@ -424,6 +429,7 @@ def _read_csv(path: str | Path, option: str) -> _Samples:
         step_col = header.index("step") if "step" in header else None
         rows: dict[str, list[tuple[float, int, list[str]]]] = {}  # sample -> (step, line, feature texts)
         labels: dict[str, tuple[int, int]] = {}  # sample -> (label, first line)
+        previous = None  # the sample of the row before
         for row in reader:
             line = reader.line_num
             if not any(cell.strip() for cell in row):
@@ -436,6 +442,11 @@ def _read_csv(path: str | Path, option: str) -> _Samples:
             if first[0] != label:
                 raise UserError(f"{where}: sample '{sample}' has label {first[0]} on line {first[1]} but {label} "
                                 f"on line {line}; give every row of a sample the same label")
+            if step_col is None and sample in rows and sample != previous:
+                raise UserError(f"{where}: sample '{sample}' starts again on line {line} after other samples "
+                                f"(its rows began on line {first[1]}); without a 'step' column the rows of a sample "
+                                "must be consecutive: add a step column or give each sequence its own id")
+            previous = sample
             step = _csv_number(row[step_col], where, line, "step") if step_col is not None else 0.0
             rows.setdefault(sample, []).append((step, line, [row[k] for k in features]))
     if not rows:
@@ -454,10 +465,14 @@ def _read_csv(path: str | Path, option: str) -> _Samples:
 
 def _csv_int(text: str, where: str, line: int) -> int:
     try:
-        return int(text.strip())
+        value = int(text.strip())
     except ValueError:
-        raise UserError(f"{where}: label '{text}' on line {line} is not an integer; labels must be class "
+        raise UserError(f"{where}: label '{text[:40]}' on line {line} is not an integer; labels must be class "
                         "numbers 0..C-1") from None
+    if value >= MAX_CLASSES:
+        raise UserError(f"{where}: label {text.strip()[:40]} on line {line} is outside 0..{MAX_CLASSES - 1}; labels "
+                        f"must be class numbers 0..C-1 (kd2mcu handles at most {MAX_CLASSES} classes)")
+    return value
 
 
 def _csv_number(text: str, where: str, line: int, column: str) -> float:

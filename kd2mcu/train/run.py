@@ -26,11 +26,20 @@ from typing import Optional
 import numpy as np
 
 from kd2mcu.errors import UserError
-from kd2mcu.outputs import check_output, staged_folder, write_json
+from kd2mcu.outputs import OutputFolder, write_json
 from kd2mcu.train import config as config_mod
 from kd2mcu.train.datasets import TaskData, load_task
 
 RUN_FILES = ("config.toml", "data.json", "student.pt", "student.onnx", "metrics.json")
+
+
+TEACHER_TMP_PREFIX = "kd2mcu-teacher-"
+
+
+def _tmpdir() -> Path:
+    import tempfile
+
+    return Path(tempfile.gettempdir())
 
 
 def cache_dir() -> Optional[Path]:
@@ -86,44 +95,70 @@ def get_teacher(task: TaskData, cfg: dict, quiet: bool):
         from kd2mcu.train.teacher_hf import finetune
 
         model, outputs = finetune(task, tcfg, layers, quiet)
-    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"kd2mcu-teacher-{os.getpid()}.pt"
-    torch.save({"kind": kind, "shape": getattr(model, "shape", None), "state": model.state_dict()}, tmp)
+    tmp = _tmpdir() / f"{TEACHER_TMP_PREFIX}{os.getpid()}.pt"
+    state = {"kind": kind, "shape": getattr(model, "shape", None), "state": model.state_dict()}
     if entry is None:
+        torch.save(state, tmp)  # removed by train() whatever happens next
         return outputs, tmp
     stage = entry.parent / f".{key}.tmp-{os.getpid()}"
-    stage.mkdir(parents=True, exist_ok=True)
-    T.save_outputs(outputs, stage / "outputs.npz")
-    shutil.move(str(tmp), stage / "teacher.pt")
-    if entry.exists():
-        shutil.rmtree(stage)
-    else:
-        os.replace(stage, entry)
+    try:
+        stage.mkdir(parents=True, exist_ok=True)
+        T.save_outputs(outputs, stage / "outputs.npz")
+        torch.save(state, stage / "teacher.pt")
+        if not entry.exists():
+            os.replace(stage, entry)
+    except OSError:  # an unwritable cache costs the next run a teacher, nothing more
+        torch.save(state, tmp)
+        return outputs, tmp
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return outputs, entry / "teacher.pt"
 
 
-def train(cfg: dict, out: Path, force: bool = False, quiet: bool = False) -> dict:
-    """Run every stage and write the run folder; returns the metrics."""
+def train(cfg: dict, out: Path, force: bool = False, quiet: bool = False, inputs=()) -> dict:
+    """Run every stage and write the run folder; returns the metrics. ``out`` is claimed (checked, locked,
+    its staging folder made) before any work is done, so nothing is trained for a folder that cannot be
+    written; ``inputs``: files besides the data and the teacher that the run reads (its config file)."""
+    import torch
+
+    d, t = cfg["data"], cfg["teacher"]
+    inputs = [*inputs, d["train_file"] or None, d["test_file"] or None, t["path"] or None]
+    if t["kind"] == "logits" and not d["train_file"]:
+        raise UserError("[teacher] kind = logits needs your own data (--data, rows in the logits file's order); "
+                        "for a bundled dataset use the transformer teacher")
+    torch.set_num_threads(cfg["run"]["threads"])
+    torch.use_deterministic_algorithms(True)
+    t0 = time.time()
+    task = load_task_for(cfg)  # the inputs first (a few seconds at most), then the output, then the work
+    if task.kind != "text" and t["kind"] == "pretrained":
+        raise UserError("[teacher] kind = pretrained is for text datasets; use the transformer teacher for sensor data")
+    with OutputFolder(Path(out), force, "run", inputs) as folder:
+        return _train_into(folder.stage, cfg, quiet, task, t0)
+
+
+def _train_into(stage: Path, cfg: dict, quiet: bool, task: TaskData, t0: float) -> dict:
+    teacher, teacher_weights = get_teacher(task, cfg, quiet)
+    try:
+        return _distill_and_write(stage, cfg, quiet, task, teacher, teacher_weights, t0)
+    finally:  # the teacher's weights in TMPDIR when there is no cache (KD2MCU_CACHE=off)
+        if teacher_weights is not None and teacher_weights.name.startswith(TEACHER_TMP_PREFIX) and \
+                teacher_weights.parent == _tmpdir():
+            teacher_weights.unlink(missing_ok=True)
+
+
+def _distill_and_write(stage: Path, cfg: dict, quiet: bool, task: TaskData, teacher, teacher_weights, t0) -> dict:
     import torch
 
     from kd2mcu.train import distill, plots
     from kd2mcu.train import student as student_mod
 
-    out = Path(out)
-    check_output(out, force)  # refuse before any work is done
-    torch.set_num_threads(cfg["run"]["threads"])
-    torch.use_deterministic_algorithms(True)
-    seed = cfg["run"]["seed"]
-    t0 = time.time()
-    task = load_task_for(cfg)
-    if task.kind != "text" and cfg["teacher"]["kind"] == "pretrained":
-        raise UserError("[teacher] kind = pretrained is for text datasets; use the transformer teacher for sensor data")
-    teacher, teacher_weights = get_teacher(task, cfg, quiet)
     if cfg["distill"]["beta"] > 0 and teacher.per_step and teacher.hidden and \
             teacher.hidden[0].shape[1] != task.max_len:
         raise UserError(f"the teacher's hidden states have {teacher.hidden[0].shape[1]} steps, the data "
                         f"{task.max_len}: give pooled [N, D] states instead")
     t_teacher = time.time() - t0
 
+    seed = cfg["run"]["seed"]
     dcfg = cfg["distill"]
     student = distill.build_student(task, cfg["student"], seed)
     adapters = distill.make_adapters(teacher, student, dcfg["beta"])
@@ -184,36 +219,33 @@ def train(cfg: dict, out: Path, force: bool = False, quiet: bool = False) -> dic
             "qat_int8_max_abs_logit_difference": float(np.abs(qat_logits - int8).max(initial=0.0)),
         })
 
-    with staged_folder(out, force) as stage:
-        (stage / "config.toml").write_text(config_mod.to_toml(cfg))
-        write_json(stage / "data.json", task.to_json())
-        write_json(stage / "teacher.json", {"kind": cfg["teacher"]["kind"], "description": teacher.description,
-                                            "params": teacher.params, "aligned_layers": teacher.layers,
-                                            "alignment": "per time step" if teacher.per_step else "pooled"})
-        if teacher_weights is not None:
-            shutil.copyfile(teacher_weights, stage / "teacher.pt")
-            if cfg["teacher"]["kind"] == "transformer":
-                from kd2mcu.train.teacher import export_onnx as export_teacher
-                from kd2mcu.train.teacher import load_transformer
+    (stage / "config.toml").write_text(config_mod.to_toml(cfg))
+    write_json(stage / "data.json", task.to_json())
+    write_json(stage / "teacher.json", {"kind": cfg["teacher"]["kind"], "description": teacher.description,
+                                        "params": teacher.params, "aligned_layers": teacher.layers,
+                                        "alignment": "per time step" if teacher.per_step else "pooled"})
+    if teacher_weights is not None:
+        shutil.copyfile(teacher_weights, stage / "teacher.pt")
+        if cfg["teacher"]["kind"] == "transformer":
+            from kd2mcu.train.teacher import export_onnx as export_teacher
+            from kd2mcu.train.teacher import load_transformer
 
-                export_teacher(load_transformer(teacher_weights), task.x_train[:2], teacher.layers,
-                               stage / "teacher.onnx")
-        student_mod.save(student, stage / "student.pt")
-        if int_model is not None:
-            (stage / "model.json").write_text(int_model.to_json())
-        torch.save([a.state_dict() for a in adapters], stage / "adapter.pt")
-        student_mod.export_onnx(student, student_mod.example_input(student), stage / "student.onnx")
-        np.savez(stage / "calib.npz", x=task.x_train, y=task.y_train, lengths=task.len_train)
-        np.savez(stage / "test.npz", x=task.x_test, y=task.y_test, lengths=task.len_test)
-        if int_model is not None:
-            metrics["int8_hostsim_accuracy"] = hostsim_accuracy(int_model, stage / "test.npz")
-        write_json(stage / "metrics.json", metrics)
-        plots.curves(histories, stage / "curves.png", f"kd2mcu train: {task.name}")
-        shipped = "int8 student" if int_model is not None else "student"
-        plots.confusion(task.y_test, test_pred, task.classes, stage / "confusion.png",
-                        f"{shipped} on the test split ({np.mean(test_pred == task.y_test):.1%})")
-    if teacher_weights is not None and teacher_weights.parent == Path(os.environ.get("TMPDIR", "/tmp")):
-        teacher_weights.unlink(missing_ok=True)
+            export_teacher(load_transformer(teacher_weights), task.x_train[:2], teacher.layers,
+                           stage / "teacher.onnx")
+    student_mod.save(student, stage / "student.pt")
+    if int_model is not None:
+        (stage / "model.json").write_text(int_model.to_json())
+    torch.save([a.state_dict() for a in adapters], stage / "adapter.pt")
+    student_mod.export_onnx(student, student_mod.example_input(student), stage / "student.onnx")
+    np.savez(stage / "calib.npz", x=task.x_train, y=task.y_train, lengths=task.len_train)
+    np.savez(stage / "test.npz", x=task.x_test, y=task.y_test, lengths=task.len_test)
+    if int_model is not None:
+        metrics["int8_hostsim_accuracy"] = hostsim_accuracy(int_model, stage / "test.npz")
+    write_json(stage / "metrics.json", metrics)
+    plots.curves(histories, stage / "curves.png", f"kd2mcu train: {task.name}")
+    shipped = "int8 student" if int_model is not None else "student"
+    plots.confusion(task.y_test, test_pred, task.classes, stage / "confusion.png",
+                    f"{shipped} on the test split ({np.mean(test_pred == task.y_test):.1%})")
     return metrics
 
 

@@ -306,3 +306,29 @@ def test_text_path_with_the_pretrained_minilm_teacher(tmp_path):
     assert "MiniLM" in t["description"] and t["alignment"] == "pooled" and t["aligned_layers"] == [3, 6]
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["teacher_params"] > 20_000_000 and m["qat_int8_argmax_agreement"] == 1.0
+
+
+def test_an_interrupted_run_leaves_no_teacher_file_and_no_folder(tmp_path, monkeypatch):
+    """With no cache (KD2MCU_CACHE=off) the trained teacher waits in TMPDIR; a run stopped after the teacher
+    (Ctrl-C here) removes it, and leaves neither the run folder nor its staging folder."""
+    import tempfile
+
+    from kd2mcu.train import distill
+    from kd2mcu.train.run import resolve_config
+    from kd2mcu.train.run import train as run_train
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    monkeypatch.setenv("KD2MCU_CACHE", "off")
+
+    def interrupted(*args, **kwargs):
+        assert [p.name for p in tmp.iterdir() if p.name.startswith("kd2mcu-teacher-")]  # the teacher is there
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distill, "build_student", interrupted)
+    cfg = resolve_config(None, settings=("teacher.epochs=1",))
+    with pytest.raises(KeyboardInterrupt):
+        run_train(cfg, tmp_path / "run", quiet=True)
+    assert not [p for p in tmp.iterdir() if p.name.startswith("kd2mcu-teacher-")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp"]
