@@ -96,6 +96,27 @@ def load_npz(path, option: str = "--inputs") -> Dataset:
     return Dataset(x, None if y is None else y.astype(np.int64), lengths, str(path))
 
 
+MAX_FRAME_STACK = 64
+
+
+def stack_frames(x: np.ndarray, lengths, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frame stacking: k consecutive samples of F features become one time step of k*F features
+    (oldest sample first), so a T-step sequence runs ceil(T/k) LSTM steps. The last, partial frame is
+    padded with zeros; a sequence of length L becomes ceil(L/k) steps. Row-major [T, F] memory is
+    already [T/k, k*F]: firmware that buffers k samples passes them to NAME_step unchanged."""
+    x = np.asarray(x)
+    N, T, F = x.shape
+    lengths = np.full(N, T, np.int64) if lengths is None else np.asarray(lengths, np.int64)
+    if k == 1:
+        return x, lengths
+    steps = -(-T // k)
+    padded = np.zeros((N, steps * k, F), dtype=x.dtype)
+    padded[:, :T] = x
+    valid = np.arange(steps * k)[None, :] < lengths[:, None]
+    padded[~valid] = 0
+    return padded.reshape(N, steps, k * F), -(-lengths // k)
+
+
 def check_labels(y: np.ndarray, where: str) -> None:
     """Labels are class numbers 0..C-1 with C at most MAX_CLASSES."""
     if y.size and int(y.min()) < 0:

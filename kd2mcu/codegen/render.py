@@ -223,6 +223,7 @@ def context(model: IntModel, name: str, layout: str = "fast") -> dict:
     streaming = model.streaming
     return {
         "version": __version__, "name": name, "NAME": name.upper(), "source": c_comment(model.source or "(unnamed)"),
+        "frame_stack": model.frame_stack, "sample_features": model.input_size // model.frame_stack,
         "fast": fast, "layout": layout,
         "summary": _summary(model), "tokens": tokens, "streaming": streaming,
         "input_size": model.input_size, "max_steps": model.max_steps, "num_classes": model.num_classes,

@@ -13,9 +13,9 @@ import numpy as np
 from kd2mcu import __version__
 from kd2mcu.codegen import render
 from kd2mcu.codegen.buildfolder import BUILD_FILE, MODEL_FILE, SRC_DIR
-from kd2mcu.dataio import Dataset, load_npz
+from kd2mcu.dataio import Dataset, load_npz, stack_frames
 from kd2mcu.errors import UserError
-from kd2mcu.outputs import OutputFolder, check_output, write_json
+from kd2mcu.outputs import OutputFolder, check_output, read_json, write_json
 from kd2mcu.quant import reference
 from kd2mcu.quant.floatmodel import CalibrationStats
 from kd2mcu.quant.intmodel import IntModel
@@ -59,6 +59,16 @@ def quantize_data(model: IntModel, data: Dataset) -> np.ndarray:
     return reference.quantize_input(model, data.x)
 
 
+def fit_frames(model: IntModel, data: Dataset) -> Dataset:
+    """Inputs of a frame-stacked model given one sample per step ([N, T, F]) are stacked as in training;
+    inputs that already hold k*F features per step are used as they are."""
+    k = model.frame_stack
+    if k == 1 or data.is_tokens or data.x.shape[2] != model.input_size // k:
+        return data
+    x, lengths = stack_frames(data.x, data.lengths, k)
+    return Dataset(x, data.y, lengths, data.path)
+
+
 def check_labels_fit(model: IntModel, data: Dataset) -> None:
     """Labels in an --inputs file are classes of the model, or its accuracy would be scored silently wrong."""
     if data.y is not None and data.y.size and int(data.y.max()) >= model.num_classes:
@@ -69,7 +79,7 @@ def check_labels_fit(model: IntModel, data: Dataset) -> None:
 def build_from_onnx(onnx_path: Path, calib_path: Path, out: Path, force: bool, name: str,
                     max_steps: Optional[int] = None, tol: float = 1e-4,
                     target: str = firmware.DEFAULT_BOARD, vectors_from: Optional[Dataset] = None,
-                    layout: str = "fast", inputs: tuple = ()) -> dict:
+                    layout: str = "fast", inputs: tuple = (), frame_stack: int = 1) -> dict:
     """Post-training quantization of a float ONNX model on ``calib_path``; the firmware's test vectors come
     from ``vectors_from`` (a held-out split) or else from the calibration data. ``inputs``: further files
     the build is made from (which ``out`` may not replace)."""
@@ -94,6 +104,9 @@ def build_from_onnx(onnx_path: Path, calib_path: Path, out: Path, force: bool, n
     if steps < data.steps:
         raise UserError(f"--max-steps {steps} is shorter than the calibration sequences ({data.steps} steps)")
     model = quantize(fm, stats, steps, source=f"{Path(onnx_path).name} (sha256 {_sha256(onnx_path)[:16]})")
+    if frame_stack != 1:
+        model.frame_stack = frame_stack
+        model.validate()
     report = quality(model, float_logits, data)
     info = {
         "kd2mcu_version": __version__, "name": name, "source": str(onnx_path), "source_sha256": _sha256(onnx_path),
@@ -121,9 +134,10 @@ def build_from_run(run: Path, out: Path, force: bool, name: str, target: str = f
     run_files = [p for p in sorted(run.iterdir()) if p.is_file()]  # what the build reads; --out may hold none
     check_output(out, force, run_files)
     test = load_npz(run / "test.npz", "the run's test split")
-    if not (run / MODEL_FILE).is_file():
+    if not (run / MODEL_FILE).is_file():  # (a run without QAT; frame stacking comes from its data.json)
         return build_from_onnx(run / "student.onnx", run / "calib.npz", out, force, name, max_steps,
-                               target=target, vectors_from=test, layout=layout, inputs=tuple(run_files))
+                               target=target, vectors_from=test, layout=layout, inputs=tuple(run_files),
+                               frame_stack=_run_frame_stack(run))
     render.check_c_name(name)
     render.check_layout(layout)
     board = firmware.load_board(target)
@@ -133,6 +147,14 @@ def build_from_run(run: Path, out: Path, force: bool, name: str, target: str = f
             "quantization": {"method": "quantization-aware training (the run's integer model)"}, "layout": layout}
     write_build(model, info, out, force, name, board, _vectors(model, test), run_files)
     return info
+
+
+def _run_frame_stack(run: Path) -> int:
+    info = read_json(run / "data.json", "train the run again") if (run / "data.json").is_file() else {}
+    k = info.get("frame_stack", 1) if isinstance(info, dict) else 1
+    if not isinstance(k, int) or not 1 <= k <= 64:
+        raise UserError(f"{run / 'data.json'} is damaged (frame_stack {k!r}): train the run again")
+    return k
 
 
 def _with_max_steps(model: IntModel, max_steps: Optional[int], data_steps: int, what: str) -> IntModel:

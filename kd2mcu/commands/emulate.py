@@ -13,7 +13,7 @@ import numpy as np
 
 from kd2mcu.codegen.buildfolder import EMULATE_FILE, MODEL_FILE, find_build, read_build_info
 from kd2mcu.codegen.render import PORTABLE_CFLAGS
-from kd2mcu.commands.build import check_labels_fit, quantize_data
+from kd2mcu.commands.build import check_labels_fit, fit_frames, quantize_data
 from kd2mcu.dataio import check_npz_sizes, load_npz
 from kd2mcu.errors import UserError
 from kd2mcu.outputs import write_file_atomically
@@ -35,7 +35,7 @@ def emulate(build_dir, inputs=None, opt: str = "-O2", timeout: float = 600.0, po
     if not (project / "Makefile").is_file():
         raise UserError(f"{d} has no firmware project: rebuild with kd2mcu build ... --target {board.name}")
     if inputs is not None:
-        data = load_npz(inputs, "--inputs")
+        data = fit_frames(model, load_npz(inputs, "--inputs"))
         if data.steps > model.max_steps:
             raise UserError(f"--inputs {inputs}: sequences have {data.steps} steps but the model was built for at "
                             f"most {model.max_steps}; rebuild with --max-steps {data.steps}")

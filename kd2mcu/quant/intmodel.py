@@ -114,6 +114,7 @@ class IntModel:
     embedding: Optional[np.ndarray] = None  # int8 [V, E]
     labels: Optional[list[str]] = None
     source: str = ""
+    frame_stack: int = 1  # each LSTM step reads this many consecutive input samples (kd2mcu.dataio.stack_frames)
 
     @property
     def is_token_model(self) -> bool:
@@ -162,6 +163,10 @@ class IntModel:
                f"source must be a text of at most {MAX_TEXT} characters")
         _check(1 <= len(self.layers) <= MAX_LAYERS, f"the model needs 1..{MAX_LAYERS} LSTM layers")
         _check_q(self.input, "input")
+        k = self.frame_stack
+        _check(isinstance(k, int) and 1 <= k <= 64, "frame_stack must be an integer in 1..64")
+        _check(k == 1 or (self.embedding is None and self.layers and self.layers[0].input_size % k == 0),
+               "frame_stack needs a feature model whose input size is a multiple of it")
         if self.embedding is not None:
             e = self.embedding
             _check(e.ndim == 2 and e.shape[0] >= 1, "embedding must be a [vocab, width] table")
@@ -273,6 +278,7 @@ class IntModel:
             "input_kind": "tokens" if self.is_token_model else "features",
             "max_steps": int(self.max_steps), "input": q(self.input),
             "labels": self.labels,
+            **({"frame_stack": int(self.frame_stack)} if self.frame_stack != 1 else {}),
             "embedding": None if self.embedding is None else _arr(self.embedding, "int8"),
             "layers": layers,
             "head": {
@@ -313,7 +319,7 @@ class IntModel:
                         np.array(hd["shift"], dtype=np.int64))
             model = cls(q(d["input"]), layers, head, int(d["max_steps"]),
                         None if d.get("embedding") is None else _unarr(d["embedding"]),
-                        d.get("labels"), d.get("source", ""))
+                        d.get("labels"), d.get("source", ""), d.get("frame_stack", 1))
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise UserError(f"integer model is malformed ({type(exc).__name__}: {exc})") from None
         model.validate()  # scales first: the multipliers are derived from them

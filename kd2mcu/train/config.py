@@ -38,6 +38,8 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
         "max_len": (0, "steps kept per sample, longer ones are cut (0: text 64 characters, sensor data its longest sequence)"),
         "max_vocab": (2000, "text: vocabulary size cap, <pad> and <oov> included"),
         "subset": (0, "use only this many samples of a bundled set (0: all)"),
+        "frame_stack": (0, "sensor data: consecutive samples stacked into one LSTM step (k samples of F features = "
+                           "k*F inputs); 0: auto, 1 for sequences up to 128 steps, else enough to run at most 64 steps"),
     },
     "teacher": {
         "kind": ("transformer", "transformer (trained here), pretrained (Hugging Face folder, fine-tuned), "
@@ -172,6 +174,7 @@ def validate(cfg: dict, source: str) -> dict:
         (0 <= data["max_len"] <= MAX_STEPS, f"[data] max_len must lie in 0..{MAX_STEPS}"),
         (3 <= data["max_vocab"] <= MAX_VOCAB, f"[data] max_vocab must lie in 3..{MAX_VOCAB}"),
         (0 <= data["subset"] <= 10**7, "[data] subset must lie in 0..10000000"),
+        (0 <= data["frame_stack"] <= 64, "[data] frame_stack must lie in 0..64 (0: auto)"),
         (all(0 <= v <= MAX_EPOCHS for v in (t["epochs"], d["warmup_epochs"], d["epochs"], cfg["qat"]["epochs"])),
          f"epochs must lie in 0..{MAX_EPOCHS}"),
         (d["batch_size"] <= 65536 and t["batch_size"] <= 65536, "batch sizes must be at most 65536"),

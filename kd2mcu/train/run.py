@@ -55,11 +55,13 @@ def load_task_for(cfg: dict) -> TaskData:
         if d["subset"]:
             raise UserError("[data] subset is for the bundled datasets; cut your own file instead")
         return load_task(data=d["train_file"], test=d["test_file"] or None, seed=cfg["run"]["seed"],
-                         val_fraction=d["val_fraction"], max_len=d["max_len"] or None, max_vocab=d["max_vocab"])
+                         val_fraction=d["val_fraction"], max_len=d["max_len"] or None, max_vocab=d["max_vocab"],
+                         frame_stack=d["frame_stack"])
     if d["test_file"]:
         raise UserError("[data] test_file (--test) needs train_file (--data)")
     return load_task(dataset=d["dataset"], seed=cfg["run"]["seed"], val_fraction=d["val_fraction"],
-                     max_len=d["max_len"] or None, max_vocab=d["max_vocab"], subset=d["subset"] or None)
+                     max_len=d["max_len"] or None, max_vocab=d["max_vocab"], subset=d["subset"] or None,
+                     frame_stack=d["frame_stack"])
 
 
 def get_teacher(task: TaskData, cfg: dict, quiet: bool):
@@ -176,6 +178,7 @@ def _distill_and_write(stage: Path, cfg: dict, quiet: bool, task: TaskData, teac
         ptq = make_int_model(student, stats, task.max_len, list(task.classes))
         ptq_logits = int8_logits(ptq, task.x_test, task.len_test)
         h3, int_model = distill.train_qat(student, stats, task, teacher, dcfg, cfg["qat"], seed + 2, quiet)
+        int_model.frame_stack = task.frame_stack
         histories.append(dict(h3, run="student"))
     t_student = time.time() - t0 - t_teacher
 

@@ -166,9 +166,9 @@ def test_npz_round_trip(tmp_path):
     lengths = np.array([5, 2, 4, 5, 3, 1])
     y = np.array([0, 1, 0, 1, 0, 1])
     np.savez(tmp_path / "train.npz", x=x, y=y, lengths=lengths)
-    np.savez(tmp_path / "test.npz", x=x[:2], y=np.array([2, 0]))  # class 2 only in test: fine
+    np.savez(tmp_path / "test.npz", x=x[:2], y=np.array([1, 0]))  # (a class only in test is refused: test_frames)
     d = load_task(data=tmp_path / "train.npz", test=tmp_path / "test.npz", val_fraction=0)
-    assert (d.name, d.kind, d.classes) == ("train.npz", "sequence", ["0", "1", "2"])
+    assert (d.name, d.kind, d.classes) == ("train.npz", "sequence", ["0", "1"])
     np.testing.assert_array_equal(d.y_train, y)
     np.testing.assert_array_equal(d.len_train, lengths)
     np.testing.assert_array_equal(d.len_test, [5, 5])
@@ -250,7 +250,8 @@ def test_option_errors(tmp_path):
     with user_error(r"--dataset mnist: unknown dataset; choose one of basic_motions, japanese_vowels, "
                     r"chinese_reviews"):
         load_task("mnist")
-    assert set(BUNDLED) == {"basic_motions", "japanese_vowels", "chinese_reviews"}
+    assert set(BUNDLED) == {"basic_motions", "japanese_vowels", "chinese_reviews", "arrow_head", "osuleaf",
+                            "pickup_gesture"}
     with user_error("either --dataset or --data, not both"):
         load_task("basic_motions", data=tmp_path / "d.npz")
     with user_error("--test needs --data"):
