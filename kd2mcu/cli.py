@@ -52,7 +52,7 @@ def main():
 @click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
 @click.option("--seed", type=int, help="Seed of the student, the split and the baseline.")
 @click.option("--baseline", is_flag=True, help="Also train the same student without the teacher.")
-@click.option("--teacher", type=click.Choice(["transformer", "pretrained", "onnx", "logits"]),
+@click.option("--teacher", type=click.Choice(["transformer", "pretrained", "onnx", "logits", "rocket"]),
               help="Teacher kind (default: a transformer trained here).")
 @click.option("--teacher-path", type=click.Path(path_type=Path),
               help="pretrained: model folder; onnx: .onnx file; logits: .npz of teacher logits.")

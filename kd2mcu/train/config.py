@@ -43,7 +43,8 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
     },
     "teacher": {
         "kind": ("transformer", "transformer (trained here), pretrained (Hugging Face folder, fine-tuned), "
-                                "onnx (a file run by onnxruntime) or logits (precomputed, from a file)"),
+                                "onnx (a file run by onnxruntime), logits (precomputed, from a file) or rocket (MiniRocket + "
+                                "logistic regression, fitted here: for small sensor sets)"),
         "path": ("", "pretrained: the model folder (empty: all-MiniLM-L6-v2 from kd2mcu[minilm]); onnx: the .onnx file; "
                      "logits: the .npz file"),
         "seed": (0, "seed of the teacher's training (its outputs are cached per dataset and teacher settings)"),
@@ -53,6 +54,7 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
         "ff": (128, "transformer: feed-forward width"),
         "dropout": (0.1, "transformer: dropout"),
         "epochs": (60, "training epochs of the transformer (of a pretrained teacher: fine-tuning epochs, about 3 suffice)"),
+        "patience": (20, "transformer: stop once this many epochs in a row bring no better validation accuracy (0: never)"),
         "lr": (1e-3, "learning rate (AdamW, cosine schedule)"),
         "batch_size": (32, "batch size"),
     },
@@ -64,6 +66,10 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
     },
     "distill": {
         "warmup_epochs": (10, "stage 1: hard labels only"),
+        "transfer": (0, "augmented views of the training split per sample, labelled by the teacher and added to "
+                        "stage 2 (sensor data; teachers that can label new inputs; not with beta > 0)"),
+        "fallback": (True, "also train the student without the teacher and ship that one (QAT on hard labels) when "
+                           "it beats the distilled student on the validation split"),
         "epochs": (100, "stage 2: full distillation"),
         "temperature": (2.0, "softmax temperature T of the soft targets"),
         "temperature_schedule": ([], "temperatures for equal parts of stage 2, e.g. [5.0, 3.0, 1.0] (overrides temperature)"),
@@ -164,17 +170,19 @@ def validate(cfg: dict, source: str) -> dict:
         (d["lr"] > 0 and t["lr"] > 0, "learning rates must be > 0"),
         (d["batch_size"] >= 1 and t["batch_size"] >= 1, "batch sizes must be >= 1"),
         (d["grad_clip"] > 0, "[distill] grad_clip must be > 0"),
-        (t["kind"] in ("transformer", "pretrained", "onnx", "logits"),
-         "[teacher] kind must be transformer, pretrained, onnx or logits"),
+        (t["kind"] in ("transformer", "pretrained", "onnx", "logits", "rocket"),
+         "[teacher] kind must be transformer, pretrained, onnx, logits or rocket"),
         (t["width"] % max(t["heads"], 1) == 0 and t["heads"] >= 1 and t["depth"] >= 1,
          "[teacher] width must be a multiple of heads, depth >= 1"),
         (t["epochs"] >= 0, "[teacher] epochs must be >= 0"),
+        (0 <= t["patience"] <= MAX_EPOCHS, "[teacher] patience must be >= 0"),
         (0.0 <= t["dropout"] < 1.0, "[teacher] dropout must lie in 0..1"),
         (0.0 <= data["val_fraction"] < 0.9, "[data] val_fraction must lie in 0..0.9"),
         (0 <= data["max_len"] <= MAX_STEPS, f"[data] max_len must lie in 0..{MAX_STEPS}"),
         (3 <= data["max_vocab"] <= MAX_VOCAB, f"[data] max_vocab must lie in 3..{MAX_VOCAB}"),
         (0 <= data["subset"] <= 10**7, "[data] subset must lie in 0..10000000"),
         (0 <= data["frame_stack"] <= 64, "[data] frame_stack must lie in 0..64 (0: auto)"),
+        (0 <= d["transfer"] <= 100, "[distill] transfer must lie in 0..100"),
         (all(0 <= v <= MAX_EPOCHS for v in (t["epochs"], d["warmup_epochs"], d["epochs"], cfg["qat"]["epochs"])),
          f"epochs must lie in 0..{MAX_EPOCHS}"),
         (d["batch_size"] <= 65536 and t["batch_size"] <= 65536, "batch sizes must be at most 65536"),

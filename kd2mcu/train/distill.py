@@ -97,9 +97,20 @@ def make_adapters(teacher: TeacherOutputs, student: TinyLSTM, beta: float) -> li
 
 def train_distill(student: TinyLSTM, adapters: list[Adapter], task: TaskData, teacher: TeacherOutputs, dcfg: dict,
                   seed: int, quiet: bool = False) -> dict:
-    """Stage 2: soft targets, hard labels and hidden-state alignment."""
-    xt, lt, yt = torch.from_numpy(task.x_train), torch.from_numpy(task.len_train), torch.from_numpy(task.y_train)
-    t_logits = torch.from_numpy(teacher.logits["train"].astype(np.float32))
+    """Stage 2: soft targets, hard labels and hidden-state alignment; with ``[distill] transfer = K`` the
+    training split is joined by K augmented views of it (``kd2mcu.train.augment``) that the teacher labels
+    (their hard label: the teacher's class), where the teacher can label new inputs and nothing is aligned."""
+    x, lengths, y = task.x_train, task.len_train, task.y_train
+    t_train = teacher.logits["train"].astype(np.float32)
+    if dcfg["transfer"] and teacher.label is not None and task.kind == "sequence" and not adapters:
+        from kd2mcu.train.augment import views
+
+        xa, la = views(x, lengths, task.frame_stack, dcfg["transfer"], seed)
+        ta = np.asarray(teacher.label(xa, la), np.float32)
+        x, lengths = np.concatenate([x, xa]), np.concatenate([lengths, la])
+        y, t_train = np.concatenate([y, ta.argmax(1)]), np.concatenate([t_train, ta])
+    xt, lt, yt = torch.from_numpy(x), torch.from_numpy(lengths), torch.from_numpy(y)
+    t_logits = torch.from_numpy(t_train)
     t_hidden = [torch.from_numpy(h) for h in teacher.hidden] if adapters else []
     T_steps = task.x_train.shape[1]
     epochs, alpha, beta = dcfg["epochs"], dcfg["alpha"], dcfg["beta"]

@@ -24,12 +24,14 @@ def batches(n: int, batch_size: int, rng: np.random.Generator):
 def run_stage(name: str, modules: list[torch.nn.Module], step_loss: Callable[[np.ndarray, int], torch.Tensor],
               n: int, *, epochs: int, lr: float, weight_decay: float, batch_size: int, grad_clip: float,
               seed: int, evaluate: Optional[Callable[[], Optional[float]]] = None, quiet: bool = False,
-              keep_start: bool = False, param_groups: Optional[list[dict]] = None) -> dict:
+              keep_start: bool = False, param_groups: Optional[list[dict]] = None, patience: int = 0) -> dict:
     """Train ``modules`` for ``epochs``; ``step_loss(batch_indices, epoch)`` returns the loss of one batch.
 
     With ``keep_start`` the weights the stage starts from compete too (best_epoch -1 when they win, and
     they win ties), so a fine-tuning stage never ends worse on the validation split than it began. ``param_groups``
-    (AdamW's, each with its own ``lr``) replaces the one group of all parameters at ``lr``.
+    (AdamW's, each with its own ``lr``) replaces the one group of all parameters at ``lr``. ``patience`` > 0
+    stops the stage once that many epochs in a row brought no validation accuracy above the best so far
+    (early stopping; the best epoch's weights are restored as always).
     Returns the history: per epoch the mean training loss and the validation accuracy.
     """
     history = {"stage": name, "loss": [], "val_accuracy": []}
@@ -53,6 +55,7 @@ def run_stage(name: str, modules: list[torch.nn.Module], step_loss: Callable[[np
             best, best_acc, best_epoch = [copy.deepcopy(m.state_dict()) for m in modules], start, -1
         history["start_val_accuracy"] = start
     bar = tqdm(range(epochs), desc=name, unit="epoch", leave=False, disable=quiet, dynamic_ncols=True)
+    since_gain = 0
     for epoch in bar:
         for m in modules:
             m.train()
@@ -71,9 +74,14 @@ def run_stage(name: str, modules: list[torch.nn.Module], step_loss: Callable[[np
         history["loss"].append(float(np.mean(losses)))
         history["val_accuracy"].append(acc)
         # ties go to the later epoch, except against the starting weights: leaving them needs a gain
-        if acc is not None and (acc > best_acc or (acc == best_acc and best_epoch != -1)):
+        gained = acc is not None and acc > best_acc
+        if acc is not None and (gained or (acc == best_acc and best_epoch != -1)):
             best_acc, best, best_epoch = acc, [copy.deepcopy(m.state_dict()) for m in modules], epoch
         bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", **({} if acc is None else {"val_acc": f"{acc:.3f}"}))
+        since_gain = 0 if gained else since_gain + 1
+        if patience and acc is not None and since_gain >= patience:
+            history["stopped_early_at"] = epoch
+            break
     if best is not None:
         for m, state in zip(modules, best):
             m.load_state_dict(state)

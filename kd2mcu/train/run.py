@@ -77,6 +77,10 @@ def get_teacher(task: TaskData, cfg: dict, quiet: bool):
         return T.read_logits(task, tcfg["path"], test_in_train_file=not cfg["data"]["test_file"]), None
     if kind == "onnx":
         return T.run_onnx(task, tcfg["path"]), None
+    if kind == "rocket":
+        from kd2mcu.train import teacher_rocket
+
+        return teacher_rocket.fit(task, tcfg, quiet), None
     layers = [int(v) for v in cfg["distill"]["align_layers"]]
     depth = tcfg["depth"] if kind == "transformer" else None
     if kind == "transformer":
@@ -88,7 +92,10 @@ def get_teacher(task: TaskData, cfg: dict, quiet: bool):
     entry = root / "teachers" / key if root else None
     if entry is not None and (entry / "outputs.npz").is_file():
         weights = entry / "teacher.pt"
-        return T.load_outputs(entry / "outputs.npz"), (weights if weights.is_file() else None)
+        outputs = T.load_outputs(entry / "outputs.npz")
+        if kind == "transformer" and weights.is_file():
+            outputs.label = T.labeller(T.load_transformer(weights))
+        return outputs, (weights if weights.is_file() else None)
     import torch
 
     if kind == "transformer":
@@ -169,6 +176,24 @@ def _distill_and_write(stage: Path, cfg: dict, quiet: bool, task: TaskData, teac
     h2 = distill.train_distill(student, adapters, task, teacher, dcfg, seed + 1, quiet)
     histories += [dict(h1, run="student"), dict(h2, run="student")]
     float_logits = distill.predict(student, task.x_test, task.len_test)
+    distilled_val = distill.accuracy(student, task.x_val, task.len_val, task.y_val)
+
+    baseline = baseline_test = baseline_val = None
+    if cfg["run"]["baseline"] or dcfg["fallback"]:  # the same student trained without the teacher
+        baseline = distill.build_student(task, cfg["student"], seed)
+        hb = distill.train_hard(baseline, task, dcfg, dcfg["warmup_epochs"] + dcfg["epochs"], seed, "baseline", quiet)
+        histories.append(dict(hb, run="baseline (no teacher)"))
+        baseline_test = distill.accuracy(baseline, task.x_test, task.len_test, task.y_test)
+        baseline_val = distill.accuracy(baseline, task.x_val, task.len_val, task.y_val)
+    shipped, qat_dcfg = "distilled", dcfg
+    if dcfg["fallback"] and baseline_val is not None and distilled_val is not None and baseline_val > distilled_val:
+        # distillation made the student worse on validation: ship the one trained alone, and QAT on hard labels
+        shipped = (f"trained without the teacher (fallback: validation accuracy {baseline_val:.3f} against "
+                   f"{distilled_val:.3f} distilled)")
+        student, qat_dcfg = baseline, dict(dcfg, alpha=0.0, beta=0.0)
+        shipped_logits = distill.predict(student, task.x_test, task.len_test)
+    else:
+        shipped_logits = float_logits
     int_model = None
     if cfg["qat"]["enabled"]:
         from kd2mcu.quant.qat import calibrate
@@ -177,33 +202,29 @@ def _distill_and_write(stage: Path, cfg: dict, quiet: bool, task: TaskData, teac
         stats = calibrate(student, task.x_train, task.len_train)  # once: PTQ and QAT share these ranges
         ptq = make_int_model(student, stats, task.max_len, list(task.classes))
         ptq_logits = int8_logits(ptq, task.x_test, task.len_test)
-        h3, int_model = distill.train_qat(student, stats, task, teacher, dcfg, cfg["qat"], seed + 2, quiet)
+        h3, int_model = distill.train_qat(student, stats, task, teacher, qat_dcfg, cfg["qat"], seed + 2, quiet)
         int_model.frame_stack = task.frame_stack
         histories.append(dict(h3, run="student"))
     t_student = time.time() - t0 - t_teacher
 
-    baseline = None
-    if cfg["run"]["baseline"]:
-        baseline = distill.build_student(task, cfg["student"], seed)
-        hb = distill.train_hard(baseline, task, dcfg, dcfg["warmup_epochs"] + dcfg["epochs"], seed, "baseline", quiet)
-        histories.append(dict(hb, run="baseline (no teacher)"))
-
-    test_pred = float_logits.argmax(1)
+    test_pred = shipped_logits.argmax(1)
     metrics = {
         "dataset": task.name, "kind": task.kind, "classes": len(task.classes),
         "samples": {"train": len(task.y_train), "val": len(task.y_val), "test": len(task.y_test)},
         "teacher": teacher.description,
         "teacher_accuracy": teacher.accuracy("test", task.y_test),
         "teacher_val_accuracy": teacher.accuracy("val", task.y_val),
-        "student_accuracy": float(np.mean(test_pred == task.y_test)),
-        "student_val_accuracy": distill.accuracy(student, task.x_val, task.len_val, task.y_val),
+        "student_accuracy": float(np.mean(float_logits.argmax(1) == task.y_test)),  # the distilled one
+        "student_val_accuracy": distilled_val,
+        "shipped_student": shipped,
+        "shipped_float_accuracy": float(np.mean(test_pred == task.y_test)),
         "student_params": student.num_params(),
         "teacher_params": teacher.params or None,
         "seed": seed,
         "seconds": {"teacher": round(t_teacher, 1), "student": round(t_student, 1)},
     }
     if baseline is not None:
-        metrics["baseline_accuracy"] = distill.accuracy(baseline, task.x_test, task.len_test, task.y_test)
+        metrics["baseline_accuracy"] = baseline_test  # measured before any QAT
     if int_model is not None:
         from kd2mcu.quant.qat import qat_forward
 

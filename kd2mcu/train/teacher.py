@@ -23,7 +23,7 @@ import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -46,6 +46,7 @@ class TeacherOutputs:
     params: int = 0
     description: str = ""
     history: list = field(default_factory=list)  # training history (plots)
+    label: Optional[Callable] = None  # (x, lengths) -> logits of new inputs (transfer set); None if it cannot
 
     def accuracy(self, split: str, y: np.ndarray) -> Optional[float]:
         lg = self.logits.get(split)
@@ -182,7 +183,7 @@ def train_transformer(task: TaskData, tcfg: dict, align_layers: list[int], quiet
 
     history = run_stage("teacher", [model], step_loss, len(task.y_train), epochs=tcfg["epochs"], lr=tcfg["lr"],
                         weight_decay=1e-2, batch_size=tcfg["batch_size"], grad_clip=1.0, seed=tcfg["seed"],
-                        evaluate=val_accuracy, quiet=quiet)
+                        evaluate=val_accuracy, quiet=quiet, patience=tcfg["patience"])
     out = TeacherOutputs(logits={}, per_step=True, layers=align_layers,
                          params=sum(p.numel() for p in model.parameters()),
                          description=f"transformer encoder, {tcfg['depth']} layers, width {tcfg['width']}, "
@@ -193,7 +194,13 @@ def train_transformer(task: TaskData, tcfg: dict, align_layers: list[int], quiet
         out.logits[split] = lg
         if split == "train":
             out.hidden = hidden
+    out.label = labeller(model)
     return model, out
+
+
+def labeller(model: TransformerTeacher) -> Callable:
+    """The teacher's logits on new inputs (the distillation transfer set)."""
+    return lambda x, lengths: _predict(model, x, lengths, [])[0]
 
 
 def run_onnx(task: TaskData, path: str) -> TeacherOutputs:

@@ -1,0 +1,31 @@
+"""The one training loop: early stopping with patience restores the best epoch and stops on time."""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from kd2mcu.train.optim import run_stage  # noqa: E402
+
+
+def _stage(accuracies, patience):
+    model = torch.nn.Linear(2, 1)
+    x = torch.ones(4, 2)
+    seen = iter(accuracies)
+
+    def step_loss(idx, epoch):
+        return (model(x[idx]) ** 2).mean()
+
+    return run_stage("t", [model], step_loss, 4, epochs=len(accuracies), lr=1e-2, weight_decay=0.0,
+                     batch_size=4, grad_clip=1.0, seed=0, evaluate=lambda: next(seen), quiet=True, patience=patience)
+
+
+def test_patience_stops_after_that_many_epochs_without_a_gain():
+    h = _stage([0.5, 0.7, 0.7, 0.6, 0.7, 0.9, 0.95], patience=3)
+    assert h["stopped_early_at"] == 4 and len(h["loss"]) == 5
+    assert h["best_epoch"] == 4  # ties go to the later epoch, as without patience
+
+
+def test_no_patience_runs_every_epoch():
+    h = _stage([0.5, 0.7, 0.7, 0.6, 0.7, 0.9, 0.95], patience=0)
+    assert "stopped_early_at" not in h and len(h["loss"]) == 7 and h["best_epoch"] == 6
