@@ -49,19 +49,19 @@ def fit(task: TaskData, tcfg: dict, quiet: bool = True) -> TeacherOutputs:
     clf = LogisticRegression(C=LOGISTIC_C, max_iter=2000).fit(train_features, task.y_train)
     out = TeacherOutputs(logits={}, per_step=False, params=int(clf.coef_.size + clf.intercept_.size),
                          description="MiniRocket features (aeon) + logistic regression, fitted here")
-    for split in SPLITS:
-        x = getattr(task, f"x_{split}")
-        logits = np.full((len(x), task.num_classes), -30.0, np.float32)  # a class the fit never saw: ~0 probability
-        if len(x):
-            features = train_features if split == "train" else scaler.transform(rocket.transform(_series(task, x)))
-            logits[:, clf.classes_] = np.maximum(clf.predict_log_proba(features), -30.0)
-        out.logits[split] = logits
 
-    def label(x, lengths):
-        logits = np.full((len(x), task.num_classes), -30.0, np.float32)
-        features = scaler.transform(rocket.transform(_series(task, x)))
+    def label(x, lengths=None, features=None):
+        """Logits of new series (or of their MiniRocket features); a class the fit never saw gets ~0
+        probability."""
+        if features is None:
+            features = scaler.transform(rocket.transform(_series(task, x)))
+        logits = np.full((len(features), task.num_classes), -30.0, np.float32)
         logits[:, clf.classes_] = np.maximum(clf.predict_log_proba(features), -30.0)
         return logits
 
+    for split in SPLITS:
+        x = getattr(task, f"x_{split}")
+        out.logits[split] = label(x, features=train_features if split == "train" else None) if len(x) else \
+            np.zeros((0, task.num_classes), np.float32)
     out.label = label
     return out
