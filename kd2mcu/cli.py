@@ -215,7 +215,8 @@ def emulate(build_dir: Path, inputs, opt: str, as_json: bool, portable: bool):
         click.echo(f"{result['samples']} samples on {result['machine']} ({result['target']}, "
                    f"{result['kernel_path']} path), "
                    f"{result['mismatches']} mismatching; {result['instructions_per_inference']:,} instructions per "
-                   f"inference; firmware flash {result['flash_bytes']:,} B, RAM {result['ram_bytes']:,} B")
+                   f"inference; firmware flash {result['flash_bytes']:,} B, RAM {result['ram_bytes']:,} B"
+                   + (f"; accuracy {result['accuracy']:.2%}" if "accuracy" in result else ""))
         if result["first_mismatch"]:
             click.echo(f"first mismatch: {result['first_mismatch']}")
     sys.exit(0 if result["mismatches"] == 0 else 1)

@@ -23,6 +23,9 @@ EMULATE_FILE = "emulate.json"
 
 def find_build(folder) -> Path:
     d = Path(folder)
+    if (d / "student.onnx").is_file() and not (d / SRC_DIR).is_dir():
+        raise UserError(f"{folder} is a training run, not a build folder: build it first "
+                        f"(kd2mcu build {folder} --out BUILD), then give BUILD")
     if not (d / MODEL_FILE).is_file():
         raise UserError(f"{folder} is not a kd2mcu build folder (no {MODEL_FILE}): run kd2mcu build first")
     return d

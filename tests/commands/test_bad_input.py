@@ -298,6 +298,19 @@ def test_damaged_build_folder_files(damage, tmp_path):
     refused(kd2mcu(*command), "damaged")
 
 
+@pytest.mark.parametrize("command", ["sim", "emulate", "flash"])
+def test_a_training_run_given_for_a_build_folder_says_build_it_first(command, run):
+    args = {"sim": ["--inputs", run / "test.npz"], "emulate": [], "flash": ["--probe", "stlink", "--dry-run"]}
+    refused(kd2mcu(command, run, *args[command]), "training run", "kd2mcu build")
+
+
+def test_emulate_reports_accuracy_when_the_inputs_have_labels(run, tmp_path):
+    require_arm()
+    assert kd2mcu("build", run, "--out", tmp_path / "b").returncode == 0
+    proc = kd2mcu("emulate", tmp_path / "b", "--inputs", run / "test.npz")
+    assert proc.returncode == 0 and "0 mismatching" in proc.stdout and "accuracy" in proc.stdout, proc.stderr
+
+
 def test_damaged_metrics_json(run):
     (run / "metrics.json").write_text("{ not json")
     refused(kd2mcu("report", run), "damaged")
