@@ -45,15 +45,17 @@ def main():
 @main.command()
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               help="TOML file with any of the settings (kd2mcu train --show-config prints them all).")
-@click.option("--dataset", help="Bundled dataset: basic_motions (default), japanese_vowels, chinese_reviews.")
+@click.option("--dataset", help="Bundled dataset: basic_motions (default), japanese_vowels, arrow_head, osuleaf, "
+                                "pickup_gesture, chinese_reviews.")
 @click.option("--data", type=click.Path(path_type=Path), help="Your training data (.npz or .csv) instead.")
 @click.option("--test", type=click.Path(path_type=Path), help="Your test data (.npz or .csv).")
 @click.option("--out", type=click.Path(path_type=Path), help="Run folder to write.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
 @click.option("--seed", type=int, help="Seed of the student, the split and the baseline.")
 @click.option("--baseline", is_flag=True, help="Also train the same student without the teacher.")
-@click.option("--teacher", type=click.Choice(["transformer", "pretrained", "onnx", "logits", "rocket"]),
-              help="Teacher kind (default: a transformer trained here).")
+@click.option("--teacher", type=click.Choice(["auto", "transformer", "pretrained", "onnx", "logits", "rocket", "tfidf"]),
+              multiple=True, help="Teacher kind (default auto: a transformer trained here with rocket on sensor data, "
+                                  "with tfidf on text); given more than once, an ensemble of those teachers.")
 @click.option("--teacher-path", type=click.Path(path_type=Path),
               help="pretrained: model folder; onnx: .onnx file; logits: .npz of teacher logits.")
 @click.option("--set", "settings", multiple=True, metavar="SECTION.KEY=VALUE",
@@ -72,7 +74,8 @@ def train(config_path, dataset, data, test, out, force, seed, baseline, teacher,
     from kd2mcu.train.run import resolve_config, summary
     from kd2mcu.train.run import train as run_train
 
-    cfg = resolve_config(config_path, dataset, data, test, seed, baseline, teacher, teacher_path, settings)
+    cfg = resolve_config(config_path, dataset, data, test, seed, baseline, "+".join(teacher) or None, teacher_path,
+                         settings)
     if show_config:
         click.echo(config_mod.to_toml(cfg), nl=False)
         return

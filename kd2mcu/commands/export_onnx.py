@@ -26,7 +26,8 @@ def _export(run: Path, tmp: Path, teacher: bool) -> str:
 
         weights = run / "teacher.pt"
         meta = read_json(run / "teacher.json", "train the run again") if (run / "teacher.json").is_file() else {}
-        if meta.get("kind") != "transformer" or not weights.is_file():
+        members = str(meta.get("kind", "none")).split("+")
+        if "transformer" not in members or not weights.is_file():
             raise UserError(f"{run}: its teacher is not a transformer trained by kd2mcu "
                             f"({meta.get('kind', 'none')}); only such a teacher can be exported")
         import numpy as np
@@ -34,7 +35,8 @@ def _export(run: Path, tmp: Path, teacher: bool) -> str:
         with np.load(run / "calib.npz") as f:
             example = f["x"][:2]
         export_onnx(load_transformer(weights), example, meta["aligned_layers"], tmp)
-        return f"the teacher ({meta['description']}), inputs x and lengths, outputs logits and hidden states"
+        what = "the teacher" if members == ["transformer"] else f"the transformer member of the teacher ({meta['kind']})"
+        return f"{what}, inputs x and lengths, outputs logits and hidden states"
     from kd2mcu.train.student import example_input, export_onnx, load
 
     student = load(run / "student.pt")

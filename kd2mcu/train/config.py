@@ -17,6 +17,7 @@ from kd2mcu.quant.intmodel import MAX_STEPS
 
 MAX_VOCAB = 65_535
 MAX_EPOCHS = 100_000
+TEACHER_KINDS = ("auto", "transformer", "pretrained", "onnx", "logits", "rocket", "tfidf")
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,9 +30,12 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
         "seed": (0, "seed of the student, the adapter, the data split and the baseline"),
         "baseline": (False, "also train the same student without the teacher (metrics: baseline_accuracy)"),
         "threads": (1, "torch CPU threads (small models train fastest on one)"),
+        "stage_samples": (60000, "training samples a stage sees at most (epochs x training split, the transfer set "
+                                 "not counted): on a large split every stage runs fewer epochs, at least 1 (0: no limit)"),
     },
     "data": {
-        "dataset": ("basic_motions", "bundled dataset: basic_motions, japanese_vowels or chinese_reviews"),
+        "dataset": ("basic_motions", "bundled dataset: basic_motions, japanese_vowels, arrow_head, osuleaf, pickup_gesture or "
+                               "chinese_reviews"),
         "train_file": ("", "your own training data (.npz or .csv) instead of a bundled set"),
         "test_file": ("", "your own test data (.npz or .csv); without it 20% of train_file is held out"),
         "val_fraction": (0.15, "share of the training split held out for choosing the best epoch"),
@@ -42,19 +46,28 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
                            "k*F inputs); 0: auto, 1 for sequences up to 128 steps, else enough to run at most 64 steps"),
     },
     "teacher": {
-        "kind": ("transformer", "transformer (trained here), pretrained (Hugging Face folder, fine-tuned), "
+        "kind": ("auto", "auto (sensor data: transformer+rocket, text: transformer+tfidf), transformer (trained here), pretrained (Hugging Face folder, fine-tuned), "
                                 "onnx (a file run by onnxruntime), logits (precomputed, from a file) or rocket (MiniRocket + "
-                                "logistic regression, fitted here: for small sensor sets)"),
+                                "logistic regression, fitted here: for small sensor sets), tfidf (text: character 1-2-gram "
+                                "TF-IDF + logistic regression, fitted here); several joined by + "
+                                "(transformer+rocket) are one ensemble teacher"),
+        "combine": ("mean", "ensemble teacher: mean (of the members' log-probabilities) or val_accuracy (weighted "
+                            "by each member's validation accuracy)"),
         "path": ("", "pretrained: the model folder (empty: all-MiniLM-L6-v2 from kd2mcu[minilm]); onnx: the .onnx file; "
                      "logits: the .npz file"),
         "seed": (0, "seed of the teacher's training (its outputs are cached per dataset and teacher settings)"),
+        "stem": ("conv", "transformer, sensor data: conv (two 1-D convolutions over the raw samples, then one "
+                         "token per step) or linear (a linear map of each step's features)"),
+        "augment": (True, "transformer, sensor data: train on a new augmented view of the training split every epoch "
+                          "(scaling, jitter, window slicing)"),
         "width": (64, "transformer: model width"),
         "depth": (3, "transformer: encoder layers"),
         "heads": (4, "transformer: attention heads"),
         "ff": (128, "transformer: feed-forward width"),
         "dropout": (0.1, "transformer: dropout"),
-        "epochs": (60, "training epochs of the transformer (of a pretrained teacher: fine-tuning epochs, about 3 suffice)"),
-        "patience": (20, "transformer: stop once this many epochs in a row bring no better validation accuracy (0: never)"),
+        "epochs": (200, "training epochs of the transformer (of a pretrained teacher: fine-tuning epochs, about 3 suffice)"),
+        "patience": (30, "transformer: stop once this many epochs in a row bring no better validation accuracy (0: "
+                         "never; only with 50 or more validation samples, fewer cannot tell epochs apart)"),
         "lr": (1e-3, "learning rate (AdamW, cosine schedule)"),
         "batch_size": (32, "batch size"),
     },
@@ -66,20 +79,22 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
     },
     "distill": {
         "warmup_epochs": (10, "stage 1: hard labels only"),
-        "transfer": (0, "augmented views of the training split per sample, labelled by the teacher and added to "
+        "transfer": (20, "augmented views of the training split per sample, labelled by the teacher and added to "
                         "stage 2 (sensor data; teachers that can label new inputs; not with beta > 0)"),
         "fallback": (True, "also train the student without the teacher and ship that one (QAT on hard labels) when "
-                           "it beats the distilled student on the validation split"),
+                           "it beats the distilled student on the validation split by more than chance (a sign test)"),
         "epochs": (100, "stage 2: full distillation"),
         "temperature": (2.0, "softmax temperature T of the soft targets"),
         "temperature_schedule": ([], "temperatures for equal parts of stage 2, e.g. [5.0, 3.0, 1.0] (overrides temperature)"),
         "alpha": (0.7, "weight of the soft-target term T^2 * KL; (1 - alpha) weighs the hard-label cross entropy"),
         "beta": (0.0, "weight of the hidden-state alignment MSE(adapter(teacher_hidden), student_hidden); "
                       "0 by default: it did not help on the bundled sets (benchmarks/ablation_kd.py)"),
+        "gamma": (0.0, "weight of attention transfer: the attention each step receives in a transformer teacher's "
+                       "last layer against a learned 1x1 projection of the student's outputs (MSE); 0: off"),
         "align_layers": ([], "teacher layers to align with (1-based; empty: a middle one and the last)"),
         "lr": (5e-3, "learning rate (AdamW, cosine schedule per stage)"),
         "weight_decay": (1e-2, "AdamW weight decay"),
-        "batch_size": (8, "batch size"),
+        "batch_size": (0, "batch size (0: auto, 8, or 64 on a training split above 2000 samples)"),
         "grad_clip": (1.0, "gradient norm clipping"),
     },
     "qat": {
@@ -163,15 +178,23 @@ def validate(cfg: dict, source: str) -> dict:
         (1 <= s["embedding"] <= 256, "[student] embedding must lie in 1..256"),
         (0.0 <= d["alpha"] <= 1.0, "[distill] alpha must lie in 0..1"),
         (d["beta"] >= 0.0, "[distill] beta must be >= 0"),
+        (0.0 <= d["gamma"] <= 1000.0, "[distill] gamma must lie in 0..1000"),
         (d["temperature"] > 0 and all(v > 0 for v in d["temperature_schedule"]),
          "[distill] temperatures must be > 0"),
         (d["warmup_epochs"] >= 0 and d["epochs"] >= 0 and d["warmup_epochs"] + d["epochs"] > 0,
          "[distill] warmup_epochs and epochs must be >= 0, and not both 0"),
         (d["lr"] > 0 and t["lr"] > 0, "learning rates must be > 0"),
-        (d["batch_size"] >= 1 and t["batch_size"] >= 1, "batch sizes must be >= 1"),
+        (d["batch_size"] >= 0 and t["batch_size"] >= 1, "batch sizes must be >= 1 ([distill] 0: auto)"),
+        (0 <= cfg["run"]["stage_samples"] <= 10**9, "[run] stage_samples must lie in 0..1000000000"),
         (d["grad_clip"] > 0, "[distill] grad_clip must be > 0"),
-        (t["kind"] in ("transformer", "pretrained", "onnx", "logits", "rocket"),
-         "[teacher] kind must be transformer, pretrained, onnx, logits or rocket"),
+        (t["kind"] and all(k in TEACHER_KINDS for k in t["kind"].split("+")),
+         "[teacher] kind must be auto, transformer, pretrained, onnx, logits, rocket or tfidf, or several joined by +"),
+        (len(set(t["kind"].split("+"))) == len(t["kind"].split("+")), "[teacher] kind names a teacher twice"),
+        (t["kind"] == "auto" or "auto" not in t["kind"].split("+"), "[teacher] kind: auto stands alone"),
+        (sum(k in ("pretrained", "onnx", "logits") for k in t["kind"].split("+")) <= 1,
+         "[teacher] kind: at most one of pretrained, onnx and logits (they share [teacher] path)"),
+        (t["combine"] in ("mean", "val_accuracy"), "[teacher] combine must be mean or val_accuracy"),
+        (t["stem"] in ("conv", "linear"), "[teacher] stem must be conv or linear"),
         (t["width"] % max(t["heads"], 1) == 0 and t["heads"] >= 1 and t["depth"] >= 1,
          "[teacher] width must be a multiple of heads, depth >= 1"),
         (t["epochs"] >= 0, "[teacher] epochs must be >= 0"),
@@ -201,8 +224,9 @@ def validate(cfg: dict, source: str) -> dict:
     for ok, message in rules:
         if not ok:
             raise UserError(f"{source}: {message}")
-    if t["kind"] in ("onnx", "logits") and not t["path"]:
-        raise UserError(f"{source}: [teacher] kind = {t['kind']!r} needs [teacher] path (or --teacher-path)")
+    for kind in t["kind"].split("+"):
+        if kind in ("onnx", "logits") and not t["path"]:
+            raise UserError(f"{source}: [teacher] kind = {kind!r} needs [teacher] path (or --teacher-path)")
     return cfg
 
 

@@ -4,12 +4,18 @@ Stage 1 (warm-up): hard labels only. Stage 2 (distillation):
 
     loss = alpha * T^2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * CE(y, s)
            + beta * MSE(adapter(teacher_hidden), student_hidden)
+           + gamma * MSE(L * softmax(proj(student_outputs)), L * teacher_received_attention)
 
 with one adapter (Linear + LayerNorm, teacher width -> student width) per aligned teacher layer,
 trained with the student. Per time step (masked to each sample's length) when teacher and student see
 the same steps; on pooled states otherwise (the teacher's mean over its tokens against the student's
 final state). When as many teacher layers are aligned as the student has layers they pair in order,
-otherwise each aligns with the student's last layer. T follows ``temperature_schedule`` (equal
+otherwise each aligns with the student's last layer. Attention transfer (``gamma`` > 0, a
+transformer teacher seeing the student's steps): the attention each step receives in the teacher's
+last layer (averaged over heads and queries, a distribution over the sample's L steps) against a
+distribution over the student's steps, the softmax of a learned 1x1 projection (Linear(width, 1)) of
+its last layer's outputs; both times L so that a uniform distribution is 1 everywhere, the MSE over
+valid steps, on the training split's samples (not the transfer set's). T follows ``temperature_schedule`` (equal
 parts of stage 2) when one is given. Each stage uses AdamW, a cosine learning rate and gradient
 clipping, and keeps the epoch with the best validation accuracy.
 """
@@ -89,6 +95,25 @@ def train_hard(student: TinyLSTM, task: TaskData, dcfg: dict, epochs: int, seed:
                      evaluate=lambda: accuracy(student, task.x_val, task.len_val, task.y_val), **_stage_args(dcfg, seed))
 
 
+def attention_loss(scores: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """scores [N, T] (the projection of the student's outputs), target [N, T] (the teacher's received
+    attention, zero past each length): MSE of L * masked_softmax(scores) against L * target over the valid
+    steps."""
+    T = scores.shape[1]
+    valid = torch.arange(T)[None, :] < lengths[:, None]
+    p = torch.softmax(scores.masked_fill(~valid, -1e9), 1)
+    L = lengths[:, None].to(p.dtype)
+    return masked_mse((L * p).unsqueeze(-1), (L * target).unsqueeze(-1), valid)
+
+
+def make_attention_projection(teacher: TeacherOutputs, student: TinyLSTM, gamma: float, steps: int):
+    """The learned 1x1 projection of attention transfer, or None when it is off or the teacher has no
+    per-step attention over the student's steps."""
+    if gamma == 0 or teacher.attention is None or teacher.attention.shape[1] != steps:
+        return None
+    return torch.nn.Linear(student.width, 1)
+
+
 def make_adapters(teacher: TeacherOutputs, student: TinyLSTM, beta: float) -> list[Adapter]:
     if beta == 0 or not teacher.hidden:
         return []
@@ -96,7 +121,7 @@ def make_adapters(teacher: TeacherOutputs, student: TinyLSTM, beta: float) -> li
 
 
 def train_distill(student: TinyLSTM, adapters: list[Adapter], task: TaskData, teacher: TeacherOutputs, dcfg: dict,
-                  seed: int, quiet: bool = False) -> dict:
+                  seed: int, quiet: bool = False, attention_proj: Optional[torch.nn.Module] = None) -> dict:
     """Stage 2: soft targets, hard labels and hidden-state alignment; with ``[distill] transfer = K`` the
     training split is joined by K augmented views of it (``kd2mcu.train.augment``) that the teacher labels
     (their hard label: the teacher's class), where the teacher can label new inputs and nothing is aligned."""
@@ -111,6 +136,8 @@ def train_distill(student: TinyLSTM, adapters: list[Adapter], task: TaskData, te
         y, t_train = np.concatenate([y, ta.argmax(1)]), np.concatenate([t_train, ta])
     xt, lt, yt = torch.from_numpy(x), torch.from_numpy(lengths), torch.from_numpy(y)
     t_logits = torch.from_numpy(t_train)
+    n_own = len(task.y_train)  # rows past this are the transfer set's (no teacher attention for them)
+    t_attention = torch.from_numpy(teacher.attention.astype(np.float32)) if attention_proj is not None else None
     t_hidden = [torch.from_numpy(h) for h in teacher.hidden] if adapters else []
     T_steps = task.x_train.shape[1]
     epochs, alpha, beta = dcfg["epochs"], dcfg["alpha"], dcfg["beta"]
@@ -131,9 +158,15 @@ def train_distill(student: TinyLSTM, adapters: list[Adapter], task: TaskData, te
                     mine = final
                 align = align + masked_mse(target, mine, mask)
             loss = loss + beta * align / len(adapters)
+        if attention_proj is not None:
+            own = idx[idx < n_own]
+            if len(own):
+                scores = attention_proj(outputs[-1][np.flatnonzero(idx < n_own)]).squeeze(-1)
+                loss = loss + dcfg["gamma"] * attention_loss(scores, t_attention[own], lt[own])
         return loss
 
-    return run_stage("distill", [student, *adapters], step_loss, len(yt), epochs=epochs, quiet=quiet,
+    extra = [attention_proj] if attention_proj is not None else []
+    return run_stage("distill", [student, *adapters, *extra], step_loss, len(yt), epochs=epochs, quiet=quiet,
                      evaluate=lambda: accuracy(student, task.x_val, task.len_val, task.y_val), **_stage_args(dcfg, seed))
 
 

@@ -5,8 +5,9 @@ regression's own likelihood fit, so temperature-scaled soft targets mean what th
 Where data is tiny (a few dozen training series) a convolutional-kernel classifier is far more accurate
 than a transformer trained from scratch: on ArrowHead (36 training series) MiniRocket reaches about 87%
 where the transformer reaches about 41% (``benchmarks/accuracy_panel.py``). It has no hidden states to
-align with (``[distill] beta`` is ignored) and is not an ONNX-exportable transformer. The default teacher
-stays the transformer; this is an option (``--teacher rocket``).
+align with (``[distill] beta`` is ignored) and is not an ONNX-exportable transformer. Alone it is an
+option (``--teacher rocket``); the default teacher on sensor data (``[teacher] kind = "auto"``) is the
+ensemble of the transformer and this one.
 
 The series are the task's normalized sequences, frame stacking undone ([N, F, T]); padded steps are
 zeros, as the student sees them.

@@ -15,8 +15,8 @@ from clitools import assert_user_error, kd2mcu, snapshot  # noqa: E402
 from kd2mcu.train import config as config_mod  # noqa: E402
 from kd2mcu.train.distill import kd_loss, masked_mse, temperature_at  # noqa: E402
 
-# A short run of the default pipeline (BasicMotions, transformer teacher, TinyLSTM 32).
-QUICK = ["--set", "teacher.epochs=25", "--set", "distill.beta=0.1"]  # with hidden-state alignment (off by default)
+# A short run of the default pipeline with the transformer teacher alone (BasicMotions, TinyLSTM 32).
+QUICK = ["--teacher", "transformer", "--set", "teacher.epochs=25", "--set", "distill.beta=0.1"]  # with alignment (off by default)
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +110,8 @@ def test_text_path_with_the_local_transformer_teacher(tmp_path, cache):
     assert m["teacher_accuracy"] >= 0.65 and m["student_accuracy"] >= 0.62, m
     data = json.loads((tmp_path / "text" / "data.json").read_text())
     assert data["vocab"][:2] == ["<pad>", "<oov>"]
+    t = json.loads((tmp_path / "text" / "teacher.json").read_text())
+    assert t["kind"] == "transformer+tfidf" and "TF-IDF" in t["description"]  # the default on text
     proc = kd2mcu("build", tmp_path / "text" / "student.onnx", "--calib", tmp_path / "text" / "calib.npz",
                   "--out", tmp_path / "b")
     assert proc.returncode == 0, proc.stderr
@@ -172,6 +174,13 @@ def test_kd_loss_is_the_formula():
     (["--set", "distill.weight_decay=-1"], ["weight_decay"]),
     (["--set", "teacher.width=0"], ["width"]),
     (["--teacher", "logits", "--teacher-path", "l.npz"], ["logits", "--data"]),
+    (["--teacher", "rocket", "--teacher", "rocket"], ["names a teacher twice"]),
+    (["--teacher", "onnx", "--teacher", "logits", "--teacher-path", "l.npz"], ["at most one of", "path"]),
+    (["--set", "teacher.kind=transformer+cnn"], ["kind must be", "tfidf", "joined by +"]),
+    (["--set", "teacher.combine=max"], ["combine", "mean", "val_accuracy"]),
+    (["--set", "teacher.stem=fft"], ["stem", "conv", "linear"]),
+    (["--set", "run.stage_samples=-5"], ["stage_samples"]),
+    (["--set", "distill.batch_size=-1"], ["batch sizes"]),
 ])
 def test_refusals_are_one_line_and_touch_nothing(args, words, tmp_path):
     out = tmp_path / "run"
@@ -283,7 +292,7 @@ def test_onnx_teacher_exported_from_a_run(basic_run, tmp_path):
     """The transformer teacher, exported to ONNX and run by onnxruntime, teaches as it did in torch."""
     proc = kd2mcu("export-onnx", basic_run, tmp_path / "t.onnx", "--teacher")
     assert proc.returncode == 0, proc.stderr
-    proc = train(tmp_path / "run", "--teacher", "onnx", "--teacher-path", tmp_path / "t.onnx", *QUICK)
+    proc = train(tmp_path / "run", "--teacher", "onnx", "--teacher-path", tmp_path / "t.onnx", *QUICK[2:])
     assert proc.returncode == 0, proc.stderr
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (basic_run, tmp_path / "run"))
     assert b["teacher_accuracy"] == a["teacher_accuracy"]

@@ -1,4 +1,5 @@
-"""The rocket teacher, the augmented transfer set and the no-teacher fallback, on real data."""
+"""The rocket teacher, ensembles of teachers, the augmented transfer set, the no-teacher fallback and the
+stage schedule, on real data."""
 from __future__ import annotations
 
 import json
@@ -48,3 +49,141 @@ def test_rocket_teacher_refuses_text(tmp_path):
 
     assert_user_error(kd2mcu("train", "--dataset", "chinese_reviews", "--teacher", "rocket", "--set",
                              "data.subset=200", "--out", tmp_path / "r", "--quiet"), "rocket", "sensor")
+
+
+def test_ensemble_teacher_of_a_transformer_and_rocket_on_arrow_head(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("aeon")
+    proc = kd2mcu("train", "--dataset", "arrow_head", "--teacher", "transformer", "--teacher", "rocket",
+                  "--set", "teacher.epochs=3", "--set", "distill.transfer=1", "--set", "distill.gamma=0.5",
+                  "--out", tmp_path / "r", *QUICK)
+    assert proc.returncode == 0, proc.stderr
+    run = tmp_path / "r"
+    m = json.loads((run / "metrics.json").read_text())
+    t = json.loads((run / "teacher.json").read_text())
+    assert t["kind"] == "transformer+rocket" and "ensemble, weights 0.50, 0.50" in t["description"]
+    assert t["alignment"] == "per time step" and t["aligned_layers"] == [2, 3]  # the transformer member's
+    assert (run / "teacher.pt").is_file() and (run / "teacher.onnx").is_file()  # the transformer member
+    # a 3-epoch transformer is near chance; rocket carries the mean of log-probabilities well above it
+    assert m["teacher_accuracy"] >= 0.6
+    assert m["int8_hostsim_accuracy"] == m["int8_accuracy"]
+    assert "transformer+rocket" in (run / "config.toml").read_text()
+    assert m["attention_transfer"] is True  # from the transformer member, on the training split's rows
+
+
+def test_combine_is_the_weighted_mean_of_log_probabilities():
+    torch = pytest.importorskip("torch")
+    from kd2mcu.train.teacher import TeacherOutputs, combine
+
+    rng = np.random.default_rng(3)
+    a = {k: rng.normal(size=(5, 3)).astype(np.float32) for k in ("train", "val", "test")}
+    b = {k: rng.normal(size=(5, 3)).astype(np.float32) for k in ("train", "val", "test")}
+    y_val = a["val"].argmax(1)  # member a is right on every validation sample
+    acc_b = float(np.mean(b["val"].argmax(1) == y_val))
+    hidden = [np.ones((5, 4, 2), np.float16)]
+    parts = [TeacherOutputs(logits=a, hidden=hidden, layers=[1], label=lambda x, n: np.zeros((len(x), 3))),
+             TeacherOutputs(logits=b, per_step=False)]
+
+    def logp(v):
+        return torch.log_softmax(torch.from_numpy(v), 1).numpy()
+
+    mean = combine(parts, y_val, "mean")
+    assert np.allclose(mean.logits["test"], 0.5 * logp(a["test"]) + 0.5 * logp(b["test"]), atol=1e-6)
+    assert mean.hidden is hidden and mean.per_step and mean.layers == [1]
+    assert mean.label is None  # member b cannot label new inputs
+    w = np.array([1.0, max(acc_b, 1e-3)]) / (1.0 + max(acc_b, 1e-3))
+    weighted = combine(parts, y_val, "val_accuracy")
+    assert np.allclose(weighted.logits["val"], w[0] * logp(a["val"]) + w[1] * logp(b["val"]), atol=1e-6)
+    assert np.allclose(combine(parts, y_val[:0], "val_accuracy").logits["val"], mean.logits["val"])
+
+
+def test_the_schedule_cuts_epochs_on_large_splits_and_picks_the_batch_size():
+    from kd2mcu.train.config import defaults
+    from kd2mcu.train.run import schedule
+
+    cfg = defaults()
+    small = schedule(cfg, 40)
+    assert small["distill"]["batch_size"] == 8 and small["teacher"]["epochs"] == cfg["teacher"]["epochs"]
+    assert small["distill"]["epochs"] == cfg["distill"]["epochs"]
+    big = schedule(cfg, 12_000)  # 60,000 samples per stage: 5 epochs each
+    assert big["distill"]["batch_size"] == 64
+    assert (big["teacher"]["epochs"], big["distill"]["warmup_epochs"], big["distill"]["epochs"],
+            big["qat"]["epochs"]) == (5, 5, 5, 5)
+    assert cfg["distill"]["batch_size"] == 0 and cfg["teacher"]["epochs"] == 200  # cfg itself untouched
+    huge = schedule(cfg, 10**6)
+    assert huge["distill"]["epochs"] == 1 and huge["qat"]["epochs"] == 1  # at least one epoch
+    cfg["run"]["stage_samples"], cfg["distill"]["batch_size"] = 0, 16
+    assert schedule(cfg, 12_000)["distill"] == cfg["distill"]  # no limit, the user's batch size
+
+
+def test_the_fallback_needs_more_than_chance():
+    from kd2mcu.train.run import clearly_better
+
+    y = np.zeros(8, np.int64)
+    right, wrong = np.zeros(8, np.int64), np.ones(8, np.int64)
+    one_more = np.array([0, 0, 0, 0, 0, 1, 1, 1])  # 5 of 8 against 4 of 8
+    assert not clearly_better(one_more, np.array([0, 0, 0, 0, 1, 1, 1, 1]), y)
+    assert not clearly_better(np.array([0, 0, 0, 1, 1, 1, 1, 1]), wrong, y)  # 3 against 0: 3 < 1.96 * sqrt(3)
+    assert clearly_better(np.array([0, 0, 0, 0, 1, 1, 1, 1]), wrong, y)  # 4 against 0: 4 > 3.92
+    assert not clearly_better(wrong, right, y) and not clearly_better(right, right, y)
+    y = np.zeros(100, np.int64)
+    a, b = np.zeros(100, np.int64), np.zeros(100, np.int64)
+    a[:10], b[10:30] = 1, 1  # a right on 90, b on 80: 20 against 10 discordant, 10 > 1.96 * sqrt(30) = 10.7
+    assert not clearly_better(a, b, y)
+    b[30:32] = 1  # 22 against 10: 12 > 11.1
+    assert clearly_better(a, b, y)
+
+
+def test_attention_transfer_pieces():
+    torch = pytest.importorskip("torch")
+    from kd2mcu.train.distill import attention_loss
+    from kd2mcu.train.teacher import received_attention
+
+    g = torch.Generator().manual_seed(0)
+    att = torch.softmax(torch.randn(3, 6, 6, generator=g), -1)
+    lengths = torch.tensor([6, 4, 1])
+    att = att.masked_fill(torch.arange(6)[None, None, :] >= lengths[:, None, None], 0.0)
+    att = att / att.sum(-1, keepdim=True)  # rows over the valid keys, as the masked softmax gives
+    r = received_attention(att, lengths)
+    assert torch.allclose(r.sum(1), torch.ones(3)) and float(r[1, 4:].abs().sum()) == 0.0 and float(r[2, 0]) == 1.0
+    assert torch.allclose(r[1], att[1, :4].mean(0))  # the mean over the valid queries only
+    scores = torch.log(r.clamp_min(1e-12)) + 3.0  # any shift: the softmax is the same distribution
+    assert float(attention_loss(scores, r, lengths)) < 1e-10
+    flat = torch.zeros(3, 6)
+    loss = float(attention_loss(flat, r, lengths))
+    L = lengths[:, None].float()
+    valid = torch.arange(6)[None, :] < lengths[:, None]
+    want = float((((L / L) - L * r) ** 2)[valid].mean())  # uniform student against the teacher
+    assert abs(loss - want) < 1e-6
+
+
+def test_attention_transfer_needs_a_transformer(tmp_path):
+    from clitools import assert_user_error
+
+    assert_user_error(kd2mcu("train", "--dataset", "arrow_head", "--teacher", "rocket", "--set", "distill.gamma=1",
+                             "--out", tmp_path / "r", "--quiet"), "gamma", "transformer", "rocket")
+    assert not (tmp_path / "r").exists()
+
+
+def test_tfidf_teacher_reads_token_ids_of_user_data(tmp_path):
+    pytest.importorskip("sklearn")
+    from kd2mcu.train.datasets import load_task
+    from kd2mcu.train.teacher_tfidf import fit
+
+    rng = np.random.default_rng(4)
+    n, T = 300, 12
+    y = rng.integers(0, 2, n)
+    x = rng.integers(3, 20, (n, T))
+    x[np.arange(n), rng.integers(0, T, n)] = np.where(y == 1, 2, 1)  # one marker token per sample tells the class
+    x[rng.random((n, T)) < 0.2] = 0  # padding at the end only: cut each sample at its first zero
+    lengths = np.argmax(np.concatenate([x == 0, np.ones((n, 1), bool)], 1), 1)
+    x[np.arange(T)[None, :] >= lengths[:, None]] = 0
+    keep = lengths > 0
+    np.savez(tmp_path / "tok.npz", x=x[keep], y=y[keep])
+    task = load_task(data=tmp_path / "tok.npz", seed=0)
+    assert task.texts_train is None  # no strings: the teacher reads the ids
+    out = fit(task, {})
+    has_marker = [(row[:m] == 1).any() or (row[:m] == 2).any() for row, m in zip(task.x_test, task.len_test)]
+    acc = np.mean((out.logits["test"].argmax(1) == task.y_test)[has_marker])
+    assert acc >= 0.9, acc  # the marker token as a unigram feature
+    assert out.label is None and out.hidden == [] and not out.per_step
