@@ -181,6 +181,7 @@ def sim(build_dir: Path, inputs: Path, opt: str, sanitize: bool, as_json: bool, 
     q, deq = result.pop("_logits"), result.pop("_dequantized")
     if save is not None:
         write_file_atomically(save, lambda tmp: np.savez(tmp, q=q, logits=deq))
+    _warn_clipping(result)
     if as_json:
         click.echo(json.dumps(result))
     else:
@@ -191,6 +192,15 @@ def sim(build_dir: Path, inputs: Path, opt: str, sanitize: bool, as_json: bool, 
         if result["first_mismatch"]:
             click.echo(f"first mismatch: {result['first_mismatch']}")
     sys.exit(0 if result["mismatches"] == 0 else 1)
+
+
+def _warn_clipping(result: dict) -> None:
+    """On stderr, when many input values saturated in the int8 input quantization (sim, emulate)."""
+    from kd2mcu.commands.build import clipping_warning
+
+    warning = clipping_warning(result)
+    if warning:
+        click.echo(warning, err=True)
 
 
 @main.command()
@@ -212,6 +222,7 @@ def emulate(build_dir: Path, inputs, opt: str, as_json: bool, portable: bool):
     if opt not in ("-O0", "-O1", "-O2", "-O3", "-Os"):
         raise UserError(f"--opt {opt}: use one of -O0, -O1, -O2, -O3, -Os")
     result = run_emulate(build_dir, inputs, opt=opt, portable=portable)
+    _warn_clipping(result)
     if as_json:
         click.echo(json.dumps(result))
     else:

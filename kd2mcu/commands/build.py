@@ -59,6 +59,36 @@ def quantize_data(model: IntModel, data: Dataset) -> np.ndarray:
     return reference.quantize_input(model, data.x)
 
 
+# Above this share of clipped input values sim and emulate warn: real data the model was calibrated on
+# clips a few outliers at most; raw sensor counts or unnormalized features clip most values.
+CLIPPED_WARNING = 0.01
+
+
+def clipping(model: IntModel, data: Dataset) -> Optional[dict]:
+    """Input values of a feature model saturated at -128/127 by the input quantization, over each sample's
+    valid steps: {"clipped_inputs": n, "clipped_fraction": n / values}; None for a token model."""
+    if model.is_token_model:
+        return None
+    from kd2mcu.quant.qmath import clipped_inputs
+
+    N, T = data.x.shape[:2]
+    lengths = np.full(N, T, np.int64) if data.lengths is None else np.asarray(data.lengths)
+    steps = np.arange(T)[None, :] < lengths[:, None]
+    valid = np.broadcast_to(steps[:, :, None], data.x.shape)
+    n = clipped_inputs(data.x, 1.0 / model.input.scale, model.input.zero_point, valid)
+    return {"clipped_inputs": n, "clipped_fraction": n / max(int(valid.sum()), 1)}
+
+
+def clipping_warning(result: dict) -> Optional[str]:
+    """The warning for a result with a clipped share above ``CLIPPED_WARNING``, or None."""
+    share = result.get("clipped_fraction")
+    if share is None or share <= CLIPPED_WARNING:
+        return None
+    return (f"kd2mcu: warning: {share:.1%} of the input values ({result['clipped_inputs']:,}) were clipped at "
+            "-128/127 by the int8 input quantization: the inputs are likely not normalized as in training "
+            "(the run's data.json holds the mean and std) or in other units than the training data")
+
+
 def fit_frames(model: IntModel, data: Dataset) -> Dataset:
     """Inputs of a frame-stacked model given one sample per step ([N, T, F]) are stacked as in training;
     inputs that already hold k*F features per step are used as they are."""
@@ -142,11 +172,21 @@ def build_from_run(run: Path, out: Path, force: bool, name: str, target: str = f
     render.check_layout(layout)
     board = firmware.load_board(target)
     model = _with_max_steps(IntModel.load(run / MODEL_FILE), max_steps, test.steps, "the run's test split")
+    model.source = _run_source(run)
     info = {"kd2mcu_version": __version__, "name": name, "source": str(run / MODEL_FILE),
             "source_sha256": _sha256(run / MODEL_FILE),
             "quantization": {"method": "quantization-aware training (the run's integer model)"}, "layout": layout}
     write_build(model, info, out, force, name, board, _vectors(model, test), run_files)
     return info
+
+
+def _run_source(run: Path) -> str:
+    """What the header's ``Source:`` line says of a build from a run: the run folder's name, its dataset
+    and the digest of its model.json (no absolute path: the same run gives the same sources anywhere)."""
+    info = read_json(run / "data.json", "train the run again") if (run / "data.json").is_file() else {}
+    dataset = info.get("name") if isinstance(info, dict) and isinstance(info.get("name"), str) else "unknown"
+    return (f"kd2mcu train run {Path(run).resolve().name} (dataset {dataset}; model.json sha256 "
+            f"{_sha256(run / MODEL_FILE)[:16]})")
 
 
 def _run_frame_stack(run: Path) -> int:

@@ -13,7 +13,7 @@ import numpy as np
 
 from kd2mcu.codegen.buildfolder import EMULATE_FILE, MODEL_FILE, find_build, read_build_info
 from kd2mcu.codegen.render import PORTABLE_CFLAGS
-from kd2mcu.commands.build import check_labels_fit, fit_frames, quantize_data
+from kd2mcu.commands.build import check_labels_fit, clipping, fit_frames, quantize_data
 from kd2mcu.dataio import check_npz_sizes, load_npz
 from kd2mcu.errors import UserError
 from kd2mcu.outputs import write_file_atomically
@@ -41,9 +41,10 @@ def emulate(build_dir, inputs=None, opt: str = "-O2", timeout: float = 600.0, po
                             f"most {model.max_steps}; rebuild with --max-steps {data.steps}")
         x_q, lengths, y = quantize_data(model, data), data.lengths, data.y
         check_labels_fit(model, data)
+        clipped = clipping(model, data) or {}
     else:
         x_q, lengths = _baked_vectors(project / VECTORS_FILE, model)
-        y = None
+        y, clipped = None, {}
     N = len(x_q)
     lengths = np.full(N, x_q.shape[1], np.int64) if lengths is None else np.asarray(lengths, np.int64)
     ref = reference.run(model, x_q, lengths)
@@ -69,6 +70,7 @@ def emulate(build_dir, inputs=None, opt: str = "-O2", timeout: float = 600.0, po
     }
     if y is not None:
         result["accuracy"] = float(np.mean(sim.logits.argmax(1) == y))
+    result.update(clipped)
     try:
         write_file_atomically(d / EMULATE_FILE, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
     except UserError as exc:  # the check itself succeeded: say what is lost, keep the verdict

@@ -17,9 +17,14 @@ def flash(build_dir, probe: str, dry_run: bool, opt: str = "-Os") -> str:
     project = d / FIRMWARE_DIR
     if not (project / "Makefile").is_file():
         raise UserError(f"{d} has no firmware project: rebuild with kd2mcu build ... --target {board.name}")
-    cmd = flash_command(probe, board, project / "build" / "board")
-    if dry_run:
-        return shlex.join(cmd)
+    image_dir = project / "build" / "board"
+    cmd = flash_command(probe, board, image_dir)
+    if dry_run:  # build what the command names, so that it can be run as printed; program nothing
+        if shutil.which("arm-none-eabi-gcc") is None:
+            return (f"{shlex.join(cmd)}\n# not built: arm-none-eabi-gcc is not on PATH (apt-get install "
+                    "gcc-arm-none-eabi); kd2mcu flash without --dry-run builds the image before programming")
+        make(project, emulate=False, opt=opt)
+        return f"{shlex.join(cmd)}\n# built {image_dir} (firmware.elf, .bin, .hex); nothing was programmed"
     tool, how = PROBES[probe]
     if shutil.which(tool) is None:
         raise UserError(f"{tool} not found on PATH: {how}")

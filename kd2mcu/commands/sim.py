@@ -6,7 +6,7 @@ from typing import Optional
 import numpy as np
 
 from kd2mcu.codegen.buildfolder import MODEL_FILE, SRC_DIR, find_build, model_name
-from kd2mcu.commands.build import check_labels_fit, fit_frames, quantize_data
+from kd2mcu.commands.build import check_labels_fit, clipping, fit_frames, quantize_data
 from kd2mcu.dataio import load_npz
 from kd2mcu.errors import UserError
 from kd2mcu.quant import reference
@@ -29,6 +29,7 @@ def simulate(build_dir, inputs, opt: str = "-O2", sanitize: bool = False, cc: Op
         "build": str(d), "inputs": str(inputs), "samples": data.n, "mismatches": mismatches,
         "first_mismatch": None if first is None else str(first), "compiler_flags": opt + (" +sanitizers" if sanitize else ""),
     }
+    result.update(clipping(model, data) or {})
     if data.y is not None:
         result["accuracy"] = float(np.mean(sim.logits.argmax(1) == data.y))
     result["_logits"] = sim.logits

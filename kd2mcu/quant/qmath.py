@@ -127,6 +127,12 @@ def quantize_float(x, inv_scale: float, zero_point: int):
     v = x * inv_scale (float32), clamped to [-256, 256] (NaN counts as 0), rounded half away
     from zero via an exact split into integer and fractional parts, plus the zero point, saturated.
     """
+    return sat8(rounded_float(x, inv_scale) + zero_point).astype(np.int8)
+
+
+def rounded_float(x, inv_scale: float) -> np.ndarray:
+    """The int64 value ``quantize_float`` saturates after adding the zero point: x * inv_scale in float32,
+    clamped to [-256, 256] (NaN: 0), rounded half away from zero."""
     inv = np.float32(inv_scale)
     with np.errstate(over="ignore", invalid="ignore"):  # x * inv may overflow to inf: clamped below, as in C
         v = np.asarray(x, dtype=np.float32) * inv
@@ -134,5 +140,11 @@ def quantize_float(x, inv_scale: float, zero_point: int):
     v = np.clip(v, np.float32(-256), np.float32(256))
     whole = np.trunc(v)
     frac = v - whole  # exact for |v| <= 256
-    r = whole.astype(np.int64) + (frac >= np.float32(0.5)) - (frac <= np.float32(-0.5))
-    return sat8(r + zero_point).astype(np.int8)
+    return whole.astype(np.int64) + (frac >= np.float32(0.5)) - (frac <= np.float32(-0.5))
+
+
+def clipped_inputs(x, inv_scale: float, zero_point: int, valid) -> int:
+    """How many of the values of x where ``valid`` is true ``quantize_float`` saturates: their rounded value
+    plus the zero point lies outside -128..127."""
+    r = rounded_float(x, inv_scale) + zero_point
+    return int(np.count_nonzero(((r < -128) | (r > 127)) & np.asarray(valid, bool)))

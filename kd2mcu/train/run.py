@@ -179,6 +179,17 @@ def schedule(cfg: dict, n_train: int) -> dict:
     return work
 
 
+def absolute_paths(cfg: dict) -> dict:
+    """``cfg`` with its file paths (data, test data, teacher) made absolute, so that the run's config.toml
+    repeats the run from any directory."""
+    out = copy.deepcopy(cfg)
+    for section, key in (("data", "train_file"), ("data", "test_file"), ("teacher", "path")):
+        value = out[section][key]
+        if value and not (key == "path" and value == "minilm"):  # "minilm" names the packaged model
+            out[section][key] = str(Path(value).expanduser().resolve())
+    return out
+
+
 def clearly_better(pred_a: np.ndarray, pred_b: np.ndarray, y: np.ndarray) -> bool:
     """Whether predictions a beat b on labels y by more than chance explains: of the samples exactly one of
     them gets right (a alone: n_a, b alone: n_b), a's surplus n_a - n_b is at least 2 and above 1.96 *
@@ -325,7 +336,7 @@ def _distill_and_write(stage: Path, cfg: dict, quiet: bool, task: TaskData, teac
             "qat_int8_max_abs_logit_difference": float(np.abs(qat_logits - int8).max(initial=0.0)),
         })
 
-    (stage / "config.toml").write_text(config_mod.to_toml(resolved))
+    (stage / "config.toml").write_text(config_mod.to_toml(absolute_paths(resolved)))
     write_json(stage / "data.json", task.to_json())
     write_json(stage / "teacher.json", {"kind": cfg["teacher"]["kind"], "description": teacher.description,
                                         "params": teacher.params, "aligned_layers": teacher.layers,

@@ -543,3 +543,50 @@ def test_generated_c_takes_null_everywhere(tmp_path):
         assert cc.returncode == 0, cc.stderr
         proc = subprocess.run([str(exe)], capture_output=True, text=True)
         assert proc.returncode == 0, (shape, proc.returncode, proc.stderr[-2000:])
+
+
+def test_raw_unnormalized_inputs_are_reported_as_clipped(tmp_path):
+    """Raw sensor counts pass the bit-exact check (the C saturates as the reference does) but the share
+    of clipped input values is reported, with a warning naming the likely cause; real inputs stay quiet."""
+    require_gcc()
+    m = model()
+    write_build(m, tmp_path / "b")
+    good = inputs_npz(m, tmp_path / "in.npz", y=[0, 1, 2, 0])
+    proc = kd2mcu("sim", tmp_path / "b", "--inputs", good, "--json")
+    assert proc.returncode == 0 and "clipped" not in proc.stderr, proc.stderr
+    assert json.loads(proc.stdout)["clipped_fraction"] <= 0.01
+    with np.load(good) as f:
+        arrays = dict(f)
+    arrays["x"] = arrays["x"] * 1000.0  # counts, not standardized features
+    np.savez(tmp_path / "raw.npz", **arrays)
+    proc = kd2mcu("sim", tmp_path / "b", "--inputs", tmp_path / "raw.npz", "--json")
+    assert proc.returncode == 0, proc.stderr  # still bit-exact
+    r = json.loads(proc.stdout)
+    assert r["mismatches"] == 0 and r["clipped_fraction"] > 0.5
+    assert proc.stderr.count("\n") == 1 and "clipped at -128/127" in proc.stderr and "normalized" in proc.stderr
+    if shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm"):
+        proc = kd2mcu("emulate", tmp_path / "b", "--inputs", tmp_path / "raw.npz")
+        assert proc.returncode == 0 and "0 mismatching" in proc.stdout and "clipped at -128/127" in proc.stderr
+
+
+def test_clipped_inputs_counts_exactly_what_saturates():
+    from kd2mcu.quant.qmath import clipped_inputs, quantize_float
+
+    x = np.array([126.4, 126.5, 127.49, 127.5, -128.49, -128.5, np.nan, np.inf, 1e30], np.float32)
+    valid = np.ones(len(x), bool)
+    q = quantize_float(x, 1.0, 0)
+    assert q.tolist() == [126, 127, 127, 127, -128, -128, 0, 127, 127]
+    assert clipped_inputs(x, 1.0, 0, valid) == 4  # 127.5 -> 128, -128.5 -> -129, inf and 1e30; not NaN (0)
+    valid[-1] = False
+    assert clipped_inputs(x, 1.0, 0, valid) == 3  # padded steps do not count
+    assert clipped_inputs(x, 1.0, 10, np.ones(len(x), bool)) == 6  # the zero point shifts the range
+
+
+def test_the_header_source_names_the_run(run, tmp_path):
+    assert kd2mcu("build", run, "--out", tmp_path / "b").returncode == 0
+    header = (tmp_path / "b" / "src" / "kd2mcu_model.h").read_text()
+    line = next(ln for ln in header.splitlines() if ln.startswith(" * Source:"))
+    assert line.startswith(" * Source: kd2mcu train run r1 (dataset unknown; model.json sha256 "), line
+    (run / "data.json").write_text(json.dumps({"name": "basic_motions"}))
+    assert kd2mcu("build", run, "--out", tmp_path / "b2").returncode == 0
+    assert "(dataset basic_motions;" in (tmp_path / "b2" / "src" / "kd2mcu_model.h").read_text()

@@ -132,6 +132,9 @@ def test_flash_through_stand_in_probes(probe, tool, expect, tmp_path, monkeypatc
     for word in expect:
         assert word in dry.stdout
     require_arm()
+    image = tmp_path / "b" / "firmware" / "build" / "board"
+    assert "nothing was programmed" in dry.stdout.splitlines()[1]  # --dry-run built what it names
+    assert all((image / f"firmware.{ext}").is_file() for ext in ("elf", "bin", "hex"))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     _stand_in(bin_dir, tool)

@@ -130,13 +130,21 @@ def test_precomputed_logits_teacher_on_user_data(tmp_path):
     np.savez(tmp_path / "test.npz", x=x[90:], y=y[90:])
     logits = np.eye(3, dtype=np.float32)[y[:90]] * 4.0
     np.savez(tmp_path / "logits.npz", train=logits)
-    proc = train(tmp_path / "run", "--data", tmp_path / "train.npz", "--test", tmp_path / "test.npz",
-                 "--teacher", "logits", "--teacher-path", tmp_path / "logits.npz", "--set", "distill.epochs=20",
-                 "--set", "student.hidden=8")
+    # relative paths, from the data's folder
+    proc = kd2mcu("train", "--data", "train.npz", "--test", "test.npz", "--teacher", "logits", "--teacher-path",
+                  "logits.npz", "--set", "distill.epochs=20", "--set", "student.hidden=8", "--out", "run", "--quiet",
+                  cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["teacher_val_accuracy"] == 1.0  # the logits were the labels, rows matched to the val carve-out
     assert m["student_accuracy"] >= 0.8
+    # the run's config.toml repeats it from any directory: its paths are absolute
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = kd2mcu("train", "--config", tmp_path / "run" / "config.toml", "--out", "again", "--quiet", cwd=elsewhere)
+    assert proc.returncode == 0, proc.stderr
+    again = json.loads((elsewhere / "again" / "metrics.json").read_text())
+    assert again["student_accuracy"] == m["student_accuracy"] and again["int8_accuracy"] == m["int8_accuracy"]
     np.save(tmp_path / "plain.npy", logits)
     assert_user_error(train(tmp_path / "bad", "--data", tmp_path / "train.npz", "--teacher", "logits",
                             "--teacher-path", tmp_path / "plain.npy"), "plain.npy", "np.savez")
