@@ -278,8 +278,11 @@ def test_qat_forward_agrees_with_the_integer_reference(basic_run):
 def test_build_from_a_run_uses_the_test_split(basic_run, tmp_path):
     proc = kd2mcu("build", basic_run, "--out", tmp_path / "b")
     assert proc.returncode == 0, proc.stderr
-    # the QAT run's integer model, as trained: no second calibration
-    assert (tmp_path / "b" / "model.json").read_text() == (basic_run / "model.json").read_text()
+    # the QAT run's integer model, as trained: no second calibration; only its source now names the run
+    built, trained = (json.loads(p.read_text()) for p in (tmp_path / "b" / "model.json", basic_run / "model.json"))
+    assert built.pop("source").startswith("kd2mcu train run bm (dataset basic_motions; model.json sha256 ")
+    trained.pop("source")
+    assert built == trained
     with np.load(tmp_path / "b" / "firmware" / "vectors.npz") as f:
         n = len(f["x_q"])
     from kd2mcu.commands.build import quantize_data
