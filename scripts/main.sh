@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the bundled default dataset (BasicMotions, 6-axis motion, shipped inside aeon):
-#   1. kd2mcu train: a transformer teacher trained here, distilled into a TinyLSTM student, then
+#   1. kd2mcu train: the default teacher (a transformer trained here with MiniRocket + logistic regression
+#      as an ensemble), distilled into a TinyLSTM student on an augmented transfer set, then
 #      quantization-aware distillation whose forward pass is the int8 kernel's, bit for bit;
 #   2. kd2mcu build: the run's integer model generated as C, plus an STM32F405 firmware project;
 #   3. kd2mcu sim: the C, compiled with gcc, checked bit for bit against the Python integer reference
