@@ -160,6 +160,10 @@ def test_attention_transfer_pieces():
 def test_attention_transfer_needs_a_transformer(tmp_path):
     from clitools import assert_user_error
 
+    assert_user_error(kd2mcu("train", "--dataset", "basic_motions", "--teacher", "tfidf", "--out", tmp_path / "t",
+                             "--quiet"), "tfidf", "is for text")
+    assert not (tmp_path / "t").exists()
+
     assert_user_error(kd2mcu("train", "--dataset", "arrow_head", "--teacher", "rocket", "--set", "distill.gamma=1",
                              "--out", tmp_path / "r", "--quiet"), "gamma", "transformer", "rocket")
     assert not (tmp_path / "r").exists()
