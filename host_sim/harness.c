@@ -10,9 +10,14 @@
  * steps * STRIDE input values (int8 features or int32 token ids) and, with FLAG_INITIAL_STATE,
  * int8 h[STATE_H_SIZE] and int16 c[STATE_C_SIZE].
  * OUTPUT per sample: int32 return code, int8 logits[NUM_CLASSES], int8 h[STATE_H_SIZE],
- * int16 c[STATE_C_SIZE], and with FLAG_STREAM the whole h state after every step.
+ * int16 c[STATE_C_SIZE], int32 predicted class and int32 margin (NAME_predict), with FLAG_STREAM
+ * the whole h state after every step, and with FLAG_RAW_FLOAT or FLAG_RAW_I16 the int8 inputs.
  * FLAG_STREAM drives the streaming API (reset, step, logits) instead of run; an initial state
  * only makes sense there (run starts every sequence from the reset state).
+ * FLAG_RAW_FLOAT (FLAG_RAW_I16): the input values are float32 (int16) raw samples, quantized by
+ * NAME_quantize_input (NAME_quantize_raw_i16) step by step before the model runs.
+ * FLAG_UTF8 (text models): each sample is int32 n and n bytes of UTF-8, encoded by
+ * NAME_encode_utf8 and classified; OUTPUT adds int32 len and the len token ids after the state.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -28,6 +33,9 @@
 
 #define FLAG_STREAM 1
 #define FLAG_INITIAL_STATE 2
+#define FLAG_RAW_FLOAT 4
+#define FLAG_RAW_I16 8
+#define FLAG_UTF8 16
 
 #if UP(_TOKEN_INPUT)
 #define STRIDE 1
@@ -57,6 +65,54 @@ static void write_exact(FILE *f, const void *src, size_t bytes)
         fail("cannot write the output file");
     }
 }
+
+#if !UP(_TOKEN_INPUT)
+/* Raw samples of one sequence to int8 inputs, step by step, with the model's own pre-processing. */
+static void quantize_raw(FILE *in, int32_t steps, int32_t flags, input_t *input)
+{
+    static float raw_float[UP(_INPUT_SIZE)];
+    static int16_t raw_i16[UP(_INPUT_SIZE)];
+    int32_t t;
+    for (t = 0; t < steps; ++t) {
+        if (flags & FLAG_RAW_FLOAT) {
+            read_exact(in, raw_float, sizeof raw_float);
+            FN(_quantize_input)(raw_float, &input[t * STRIDE]);
+        } else {
+            read_exact(in, raw_i16, sizeof raw_i16);
+            FN(_quantize_raw_i16)(raw_i16, &input[t * STRIDE]);
+        }
+    }
+}
+#endif
+
+#if UP(_UTF8_ENCODER)
+/* One text of n UTF-8 bytes: encode, classify, write the outputs and the token ids. */
+static void run_utf8(FILE *in, FILE *out, int32_t n, state_t *state)
+{
+    static char text[1 << 20];
+    input_t tokens[UP(_TEXT_MAX_LEN)];
+    int8_t logits[UP(_NUM_CLASSES)];
+    int32_t rc, len = 0, predicted, margin = 0;
+    if (n < 0 || n > (int32_t)sizeof text) {
+        fail("a text is longer than 1 MiB");
+    }
+    read_exact(in, text, (size_t)n);
+    memset(logits, 0, sizeof logits);
+    rc = FN(_encode_utf8)(text, (size_t)n, tokens, &len);
+    if (rc == 0) {
+        rc = FN(_classify_utf8)(state, text, (size_t)n, logits);
+    }
+    write_exact(out, &rc, sizeof rc);
+    write_exact(out, logits, sizeof logits);
+    write_exact(out, state->h, sizeof state->h);
+    write_exact(out, state->c, sizeof state->c);
+    predicted = FN(_predict)(logits, &margin);
+    write_exact(out, &predicted, sizeof predicted);
+    write_exact(out, &margin, sizeof margin);
+    write_exact(out, &len, sizeof len);
+    write_exact(out, tokens, (size_t)len * sizeof tokens[0]);
+}
+#endif
 
 int main(int argc, char **argv)
 {
@@ -90,11 +146,28 @@ int main(int argc, char **argv)
         int32_t steps, rc;
         int8_t logits[UP(_NUM_CLASSES)];
         memset(logits, 0, sizeof logits);
+        int32_t predicted, margin = 0;
         read_exact(in, &steps, sizeof steps);
+        if (flags & FLAG_UTF8) {
+#if UP(_UTF8_ENCODER)
+            run_utf8(in, out, steps, &state);
+            continue;
+#else
+            fail("the model has no UTF-8 encoder (a text model with a character vocabulary has one)");
+#endif
+        }
         if (steps < 0 || steps > UP(_MAX_STEPS)) {
             fail("a sample has more steps than the model's maximum");
         }
-        read_exact(in, input, (size_t)steps * STRIDE * sizeof(input_t));
+        if (flags & (FLAG_RAW_FLOAT | FLAG_RAW_I16)) {
+#if UP(_TOKEN_INPUT)
+            fail("raw samples need a feature model");
+#else
+            quantize_raw(in, steps, flags, input);
+#endif
+        } else {
+            read_exact(in, input, (size_t)steps * STRIDE * sizeof(input_t));
+        }
         FN(_reset)(&state);
         if (flags & FLAG_INITIAL_STATE) {
             read_exact(in, state.h, sizeof state.h);
@@ -119,8 +192,14 @@ int main(int argc, char **argv)
         write_exact(out, logits, sizeof logits);
         write_exact(out, state.h, sizeof state.h);
         write_exact(out, state.c, sizeof state.c);
+        predicted = FN(_predict)(logits, &margin);
+        write_exact(out, &predicted, sizeof predicted);
+        write_exact(out, &margin, sizeof margin);
         if (flags & FLAG_STREAM) {
             write_exact(out, step_h, (size_t)steps * sizeof step_h[0]);
+        }
+        if (flags & (FLAG_RAW_FLOAT | FLAG_RAW_I16)) {
+            write_exact(out, input, (size_t)steps * STRIDE * sizeof(input_t));
         }
     }
     if (fclose(out) != 0) {

@@ -3,6 +3,10 @@
 - ``x``: float [N, T, F] feature sequences, or integer token ids [N, T] for an embedding model.
 - ``y``: integer labels [N] (optional).
 - ``lengths``: integer true lengths [N] in 1..T when sequences are padded (optional).
+- ``x_raw``: the same samples as ``x`` in raw units, float [N, T, F] or int16 counts (optional; ``kd2mcu sim``
+  then also checks the generated C's own pre-processing, ``NAME_quantize_input`` / ``NAME_quantize_raw_i16``).
+- ``texts``: the raw strings of a text set, str [N] (optional; ``kd2mcu sim`` then also checks
+  ``NAME_encode_utf8``).
 
 Limits, checked before anything is allocated: each array at most ``MAX_ARRAY_BYTES`` and no larger than
 the bytes the file really holds (a crafted header cannot make kd2mcu allocate what is not there);
@@ -29,6 +33,8 @@ class Dataset:
     y: Optional[np.ndarray]
     lengths: Optional[np.ndarray]
     path: str
+    x_raw: Optional[np.ndarray] = None  # float32 or int16, the shape of x
+    texts: Optional[list] = None  # str, one per sample
 
     @property
     def n(self) -> int:
@@ -43,7 +49,8 @@ class Dataset:
         return self.x.ndim == 2
 
 
-def load_npz(path, option: str = "--inputs") -> Dataset:
+def load_npz(path, option: str = "--inputs", names: bool = False) -> Dataset:
+    """The data file at ``path``, checked; ``names``: labels may be class names (str y) as well as numbers."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{option} {path}: no such file")
@@ -79,7 +86,11 @@ def load_npz(path, option: str = "--inputs") -> Dataset:
         raise UserError(f"{option} {path}: 2-D x must hold integer token ids [N, T], got {x.dtype}")
     N, T = x.shape[:2]
     y = arrays.get("y")
-    if y is not None:
+    if y is not None and names and y.dtype.kind == "U" and y.ndim == 1 and y.shape[0] == N:
+        if any(not str(v).strip() for v in y):
+            raise UserError(f"{option} {path}: a class name in y is empty; give every sample its class")
+        y = np.array([str(v).strip() for v in y], dtype=str)
+    elif y is not None:
         if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1:
             raise UserError(f"{option} {path}: y must be integer labels [N], got {y.dtype} {list(y.shape)}")
         if y.shape[0] != N:
@@ -93,7 +104,22 @@ def load_npz(path, option: str = "--inputs") -> Dataset:
         if lengths.min() < 1 or lengths.max() > T:
             raise UserError(f"{option} {path}: lengths must lie in 1..{T} (the padded length)")
         lengths = lengths.astype(np.int64)
-    return Dataset(x, None if y is None else y.astype(np.int64), lengths, str(path))
+    x_raw = arrays.get("x_raw")
+    if x_raw is not None:
+        if x.ndim != 3 or x_raw.shape != x.shape or not (np.issubdtype(x_raw.dtype, np.floating) or x_raw.dtype == np.int16):
+            raise UserError(f"{option} {path}: x_raw must hold x's samples in raw units, float or int16 of shape "
+                            f"{list(x.shape)}; got {x_raw.dtype} {list(x_raw.shape)}")
+        if x_raw.dtype != np.int16:
+            with np.errstate(over="ignore"):
+                x_raw = x_raw.astype(np.float32)  # NaN and Inf allowed: the C's handling of them is checked too
+    texts = arrays.get("texts")
+    if texts is not None:
+        if texts.dtype.kind != "U" or texts.shape != (N,):
+            raise UserError(f"{option} {path}: texts must be strings [N={N}], got {texts.dtype} {list(texts.shape)}")
+        texts = [str(t) for t in texts]
+    if y is not None and y.dtype.kind != "U":
+        y = y.astype(np.int64)
+    return Dataset(x, y, lengths, str(path), x_raw, texts)
 
 
 MAX_FRAME_STACK = 64

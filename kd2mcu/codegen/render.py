@@ -15,6 +15,7 @@ import numpy as np
 
 from kd2mcu import __version__
 from kd2mcu.errors import UserError
+from kd2mcu.quant import preprocess
 from kd2mcu.quant.intmodel import GATES, IntModel
 from kd2mcu.quant.qmath import SIGMOID_LUT, activation_tables
 from kd2mcu.resources import resource_dir
@@ -87,6 +88,15 @@ def c_int32(v: int) -> str:
     """An int32 literal that is valid C99 even for INT32_MIN."""
     v = int(v)
     return "INT32_C(-2147483647) - 1" if v == -(2**31) else f"INT32_C({v})" if abs(v) > 32767 else str(v)
+
+
+C_STRING_SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _-.,:;/+()[]=#%&!*<>@^{}|~'")
+
+
+def c_string(text: str) -> str:
+    """A C string literal of ``text``'s UTF-8 bytes: letters, digits and plain punctuation as they are, every
+    other byte (quotes, backslashes, ?, control and non-ASCII bytes) as a three-digit octal escape."""
+    return '"' + "".join(chr(b) if chr(b) in C_STRING_SAFE else f"\\{b:03o}" for b in str(text).encode("utf-8")) + '"'
 
 
 def c_float(v: float) -> str:
@@ -222,6 +232,7 @@ def context(model: IntModel, name: str, layout: str = "fast") -> dict:
     tokens = model.is_token_model
     streaming = model.streaming
     return {
+        **_preprocess_context(model),
         "version": __version__, "name": name, "NAME": name.upper(), "source": c_comment(model.source or "(unnamed)"),
         "frame_stack": model.frame_stack, "sample_features": model.input_size // model.frame_stack,
         "fast": fast, "layout": layout,
@@ -250,6 +261,31 @@ def context(model: IntModel, name: str, layout: str = "fast") -> dict:
                         for c in range(model.num_classes)],
         },
     }
+
+
+def _preprocess_context(model: IntModel) -> dict:
+    """What the templates need for the input's pre-processing and the class names (kd2mcu.quant.preprocess)."""
+    labels = model.labels or [str(c) for c in range(model.num_classes)]
+    ctx = {"class_names": [{"index": c, "literal": c_string(s), "comment": c_comment(s, 60)} for c, s in enumerate(labels)],
+           "normalized": model.normalization is not None, "encoder": False}
+    if model.is_token_model:
+        if model.text is not None and model.text.encodable:
+            cps, ids = preprocess.code_point_table(model)
+            ctx.update(encoder=True, text_max_len=preprocess.text_max_len(model), code_points=c_array(cps, per_line=12),
+                       code_point_ids=c_array(ids, per_line=12), code_point_count=len(cps),
+                       code_point_slots=max(len(cps), 1))
+        return ctx
+    F = model.sample_features
+    mean, inv = preprocess.raw_float_constants(model)
+    mult, offset, shift = preprocess.raw_i16_constants(model)
+    names = model.normalization.features if model.normalization else [f"feature {f}" for f in range(F)]
+    stats = [f" (training mean {model.normalization.mean[f]:.6g}, std {model.normalization.std[f]:.6g})"
+             if model.normalization else "" for f in range(F)]
+    ctx.update(features=[{"doc": c_comment(f"{f}: {names[f]}", 60) + stats[f]} for f in range(F)],
+               raw_mean=", ".join(c_float(v) for v in mean), raw_inv=", ".join(c_float(v) for v in inv),
+               raw_mult=c_array(mult, per_line=8), raw_offset=c_array(offset, per_line=8),
+               raw_shift=c_array(shift, per_line=16))
+    return ctx
 
 
 def render(model: IntModel, name: str, layout: str = "fast") -> dict[str, str]:

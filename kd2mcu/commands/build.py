@@ -96,7 +96,14 @@ def fit_frames(model: IntModel, data: Dataset) -> Dataset:
     if k == 1 or data.is_tokens or data.x.shape[2] != model.input_size // k:
         return data
     x, lengths = stack_frames(data.x, data.lengths, k)
-    return Dataset(x, data.y, lengths, data.path)
+    x_raw = data.x_raw
+    if x_raw is not None and x_raw.dtype == np.int16:
+        x_raw = stack_frames(x_raw.astype(np.float32), data.lengths, k)[0].astype(np.int16)
+    elif x_raw is not None:  # the last frame padded with the mean (real 0), as in training
+        mean = np.zeros(x_raw.shape[2], np.float32) if model.normalization is None else \
+            np.asarray(model.normalization.mean, np.float32)
+        x_raw = stack_frames(x_raw - mean, data.lengths, k)[0] + np.tile(mean, k)
+    return Dataset(x, data.y, lengths, data.path, x_raw, data.texts)
 
 
 def check_labels_fit(model: IntModel, data: Dataset) -> None:

@@ -17,11 +17,11 @@ from kd2mcu.commands.build import check_labels_fit, clipping, fit_frames, quanti
 from kd2mcu.dataio import check_npz_sizes, load_npz
 from kd2mcu.errors import UserError
 from kd2mcu.outputs import write_file_atomically
-from kd2mcu.quant import reference
+from kd2mcu.quant import preprocess, reference
 from kd2mcu.quant.intmodel import IntModel
 from kd2mcu.targets.firmware import DEFAULT_BOARD, FIRMWARE_DIR, VECTORS_FILE, kernel_path, load_board
 from kd2mcu.targets.hostsim import compare
-from kd2mcu.targets.qemu import run_in_qemu
+from kd2mcu.targets.qemu import input_hash, run_in_qemu
 
 
 def emulate(build_dir, inputs=None, opt: str = "-O2", timeout: float = 600.0, portable: bool = False) -> dict:
@@ -34,6 +34,7 @@ def emulate(build_dir, inputs=None, opt: str = "-O2", timeout: float = 600.0, po
     project = d / FIRMWARE_DIR
     if not (project / "Makefile").is_file():
         raise UserError(f"{d} has no firmware project: rebuild with kd2mcu build ... --target {board.name}")
+    data = None
     if inputs is not None:
         data = fit_frames(model, load_npz(inputs, "--inputs"))
         if data.steps > model.max_steps:
@@ -71,11 +72,31 @@ def emulate(build_dir, inputs=None, opt: str = "-O2", timeout: float = 600.0, po
     if y is not None:
         result["accuracy"] = float(np.mean(sim.logits.argmax(1) == y))
     result.update(clipped)
+    if data is not None and data.x_raw is not None and model.normalization is not None:
+        result.update(_check_raw(project, model, board, data, lengths, opt, timeout, portable))
     try:
         write_file_atomically(d / EMULATE_FILE, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
     except UserError as exc:  # the check itself succeeded: say what is lost, keep the verdict
         click.echo(f"kd2mcu: warning: {exc} (kd2mcu report will not show these instructions)", err=True)
     return result
+
+
+def _check_raw(project, model: IntModel, board, data, lengths, opt, timeout, portable) -> dict:
+    """The raw-unit samples (``x_raw``) quantized on the emulated board by the model's own pre-processing:
+    samples whose int8 inputs (their hash) or outputs differ from kd2mcu.quant.preprocess and the reference."""
+    kind = "i16" if data.x_raw.dtype == np.int16 else "float"
+    q = preprocess.quantize_raw_i16(model, data.x_raw) if kind == "i16" else preprocess.quantize_raw(model, data.x_raw)
+    sim, _, _, _ = run_in_qemu(project, model, board, data.x_raw, lengths, opt, timeout,
+                               extra_cflags=PORTABLE_CFLAGS if portable else "", raw=kind)
+    wrong_q = np.array([sim.x_q[n] != input_hash(q[n, :lengths[n]]) for n in range(len(lengths))], dtype=bool)
+    ref = reference.run(model, q, lengths)
+    wrong = wrong_q | np.any(ref["logits"] != sim.logits, 1) | np.any(ref["h"] != sim.h, 1) | \
+        np.any(ref["c"] != sim.c, 1) | (sim.rc != 0)
+    out = {"raw_inputs": "int16 (NAME_quantize_raw_i16)" if kind == "i16" else "float (NAME_quantize_input)",
+           "raw_mismatches": int(wrong.sum()), "raw_input_mismatches": int(wrong_q.sum())}
+    if data.y is not None:
+        out["raw_accuracy"] = float(np.mean(sim.logits.argmax(1) == data.y))
+    return out
 
 
 def _baked_vectors(path, model: IntModel):

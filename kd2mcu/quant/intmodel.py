@@ -14,6 +14,12 @@ Structure (names follow ../shared/spec/int8-lstm.md):
   ``input_to_cell`` = QM(2^-30 / 2^P) and ``hidden_out`` = QM(2^-30 / s_h), and one or two
   ``directions``, each with four gates in kernel order f, i, g, o.
 - ``head``: a fully connected layer on the final hidden state of each direction of the last layer.
+- ``labels`` (optional): the class names, index = class.
+- ``normalization`` (optional, feature models): the per-feature standardization (x - mean) / std of one
+  raw sensor sample, with the feature names; the generated C folds it into the input quantization
+  (``kd2mcu.quant.preprocess``), so firmware passes samples in the units it trained on.
+- ``text`` (optional, token models): the character of every token id and the trained length, from
+  which the generated C encodes UTF-8 text (``kd2mcu.quant.preprocess``).
 """
 from __future__ import annotations
 
@@ -106,6 +112,30 @@ class Head:
 
 
 @dataclass
+class Normalization:
+    """x_normalized = (x - mean) / std per feature of one sensor sample (before frame stacking)."""
+
+    mean: list[float]
+    std: list[float]
+    features: list[str]
+
+
+@dataclass
+class TextEncoding:
+    """Token ids of characters: ``vocab[id]`` is the character (id 0 padding, 1 out of vocabulary);
+    a text is cut to ``max_len`` characters."""
+
+    vocab: list[str]
+    max_len: int
+
+    @property
+    def encodable(self) -> bool:
+        """Whether every entry past the two special ones is one character (a vocabulary read from token
+        files holds placeholders instead)."""
+        return len(self.vocab) >= 2 and all(len(ch) == 1 for ch in self.vocab[2:])
+
+
+@dataclass
 class IntModel:
     input: QParams
     layers: list[LSTMLayer]
@@ -115,6 +145,13 @@ class IntModel:
     labels: Optional[list[str]] = None
     source: str = ""
     frame_stack: int = 1  # each LSTM step reads this many consecutive input samples (kd2mcu.dataio.stack_frames)
+    normalization: Optional[Normalization] = None
+    text: Optional[TextEncoding] = None
+
+    @property
+    def sample_features(self) -> int:
+        """Features of one sensor sample (a step holds ``frame_stack`` of them)."""
+        return self.input_size // max(self.frame_stack, 1)
 
     @property
     def is_token_model(self) -> bool:
@@ -229,6 +266,28 @@ class IntModel:
             _check(isinstance(self.labels, list) and all(isinstance(s, str) and len(s) <= MAX_TEXT for s in self.labels),
                    "labels must be a list of texts, one per class")
             _check(len(self.labels) == C, f"{len(self.labels)} labels for {C} classes")
+        if self.normalization is not None:
+            n = self.normalization
+            F = self.sample_features
+            _check(not self.is_token_model, "a token model has no feature normalization")
+            _check(all(isinstance(v, list) and len(v) == F for v in (n.mean, n.std, n.features)),
+                   f"normalization: mean, std and features must each hold {F} entries (one per sample feature)")
+            _check(all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in n.mean + n.std),
+                   "normalization: mean and std must be finite numbers")
+            _check(all(v > 0 for v in n.std), "normalization: std must be > 0")
+            _check(all(1.0 / (v * self.input.scale) < 3e38 and abs(m) < 3e38 for m, v in zip(n.mean, n.std)),
+                   "normalization: 1 / (std * input scale) and the mean must fit a float32")
+            _check(all(isinstance(s, str) and len(s) <= MAX_TEXT for s in n.features),
+                   "normalization: features must be names (texts)")
+        if self.text is not None:
+            t = self.text
+            _check(self.is_token_model, "a feature model has no text encoding")
+            _check(isinstance(t.vocab, list) and all(isinstance(ch, str) and len(ch) <= MAX_TEXT for ch in t.vocab),
+                   "text: vocab must be a list of texts")
+            _check(len(t.vocab) == self.embedding.shape[0],
+                   f"text: {len(t.vocab)} vocabulary entries for {self.embedding.shape[0]} embedding rows")
+            _check(not t.encodable or len(set(t.vocab[2:])) == len(t.vocab) - 2, "text: a character is in vocab twice")
+            _check(isinstance(t.max_len, int) and 1 <= t.max_len <= MAX_STEPS, f"text: max_len must lie in 1..{MAX_STEPS}")
         return self
 
     def check_multipliers(self) -> None:
@@ -279,6 +338,10 @@ class IntModel:
             "max_steps": int(self.max_steps), "input": q(self.input),
             "labels": self.labels,
             **({"frame_stack": int(self.frame_stack)} if self.frame_stack != 1 else {}),
+            **({"normalization": {"mean": [float(v) for v in self.normalization.mean],
+                                  "std": [float(v) for v in self.normalization.std],
+                                  "features": list(self.normalization.features)}} if self.normalization else {}),
+            **({"text": {"vocab": list(self.text.vocab), "max_len": int(self.text.max_len)}} if self.text else {}),
             "embedding": None if self.embedding is None else _arr(self.embedding, "int8"),
             "layers": layers,
             "head": {
@@ -320,6 +383,11 @@ class IntModel:
             model = cls(q(d["input"]), layers, head, int(d["max_steps"]),
                         None if d.get("embedding") is None else _unarr(d["embedding"]),
                         d.get("labels"), d.get("source", ""), d.get("frame_stack", 1))
+            if d.get("normalization") is not None:
+                n = d["normalization"]
+                model.normalization = Normalization(list(n["mean"]), list(n["std"]), list(n["features"]))
+            if d.get("text") is not None:
+                model.text = TextEncoding(list(d["text"]["vocab"]), d["text"]["max_len"])
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise UserError(f"integer model is malformed ({type(exc).__name__}: {exc})") from None
         model.validate()  # scales first: the multipliers are derived from them

@@ -42,6 +42,15 @@ class Board:
     emulator: dict
     openocd_target: str
     flash_address: str
+    core_clock_hz: int = 0  # the part's full core clock (the product's), for latency figures
+
+
+def memory_bytes(size: str) -> int:
+    """A board file's memory size ("1024K", "96K", "2M", "4096") in bytes."""
+    m = re.fullmatch(r"(\d+)([KM]?)", str(size))
+    if m is None:
+        raise RuntimeError(f"a board memory size must look like 1024K, got {size!r}")
+    return int(m.group(1)) * {"": 1, "K": 1024, "M": 1024 * 1024}[m.group(2)]
 
 
 def board_has_dsp(board: Board) -> bool:
@@ -75,7 +84,7 @@ def load_board(name: str) -> Board:
         raise UserError(f"unknown target {str(name)[:80]!r}: choose one of {', '.join(boards())}")
     d = json.loads((resource_dir("firmware") / "boards" / f"{name}.json").read_text())
     board = Board(d["name"], d["description"], d["cpu_flags"], d["memory"], d["usart"], d["emulator"],
-                  d["openocd_target"], d["flash_address"])
+                  d["openocd_target"], d["flash_address"], int(d.get("core_clock_hz", 0)))
     _check_board(board)
     return board
 
@@ -114,14 +123,26 @@ def _env() -> jinja2.Environment:
                               keep_trailing_newline=True, autoescape=False)
 
 
-def render_vectors(model: IntModel, x_q: np.ndarray, lengths: np.ndarray) -> str:
+RAW_KINDS = {None: 0, "float": 1, "i16": 2}  # KD_TV_RAW in test_vectors.h
+
+
+def render_vectors(model: IntModel, x_q: np.ndarray, lengths: np.ndarray, raw: Optional[str] = None) -> str:
+    """test_vectors.h: int8 inputs (token ids), or with ``raw`` raw samples the firmware quantizes with the
+    model's own NAME_quantize_input ("float": float32 stored as their bit patterns, so that every value,
+    NaN included, reaches the C exactly) or NAME_quantize_raw_i16 ("i16")."""
     steps = [int(v) for v in lengths]
     stride = 1 if model.is_token_model else model.input_size
     offsets = np.concatenate([[0], np.cumsum(np.array(steps) * stride)[:-1]]).astype(np.int64)
     flat = np.concatenate([np.asarray(x_q[n, :steps[n]]).reshape(-1) for n in range(len(steps))])
+    input_type = "int32_t" if model.is_token_model else "int8_t"
+    if raw == "float":
+        flat, input_type = flat.astype("<f4").view("<u4").astype(np.int64), "uint32_t"
+    elif raw == "i16":
+        input_type = "int16_t"
     return _env().get_template("test_vectors.h.j2").render(
         version=__version__, count=len(steps), steps=c_array(steps), offsets=c_array(offsets),
-        total=max(len(flat), 1), inputs=c_array(flat), input_type="int32_t" if model.is_token_model else "int8_t")
+        total=max(len(flat), 1), inputs=c_array(flat), input_type=input_type, raw=RAW_KINDS[raw],
+        max_steps=max(steps + [1]))
 
 
 def write_project(model: IntModel, name: str, board: Board, src_dir: Path, out: Path,
@@ -143,11 +164,13 @@ def write_project(model: IntModel, name: str, board: Board, src_dir: Path, out: 
     set_vectors(model, out, x_q, lengths)
 
 
-def set_vectors(model: IntModel, out: Path, x_q: np.ndarray, lengths: Optional[np.ndarray]) -> None:
+def set_vectors(model: IntModel, out: Path, x_q: np.ndarray, lengths: Optional[np.ndarray],
+                raw: Optional[str] = None) -> None:
     x_q = np.asarray(x_q)
     lengths = np.full(len(x_q), x_q.shape[1], np.int64) if lengths is None else np.asarray(lengths, np.int64)
-    (out / "src" / "test_vectors.h").write_text(render_vectors(model, x_q, lengths))
-    np.savez(out / VECTORS_FILE, x_q=x_q, lengths=lengths)
+    (out / "src" / "test_vectors.h").write_text(render_vectors(model, x_q, lengths, raw))
+    if raw is None:  # the baked-in vectors emulate reads back (raw batches live only in emulate's copy)
+        np.savez(out / VECTORS_FILE, x_q=x_q, lengths=lengths)
 
 
 def arm_tool(tool: str) -> str:

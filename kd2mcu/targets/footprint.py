@@ -15,7 +15,7 @@ from typing import Optional
 from kd2mcu.codegen.buildfolder import MODEL_FILE, SRC_DIR, model_name, read_build_info, read_emulate_info
 from kd2mcu.codegen.render import PORTABLE_CFLAGS
 from kd2mcu.quant.intmodel import IntModel
-from kd2mcu.targets.firmware import DEFAULT_BOARD, arm_tool, kernel_path, load_board
+from kd2mcu.targets.firmware import DEFAULT_BOARD, arm_tool, kernel_path, load_board, memory_bytes
 
 
 def macs(model: IntModel) -> dict:
@@ -49,7 +49,7 @@ def footprint(build_dir: Path, opt: str = "-O2", portable: Optional[bool] = None
         for line in (Path(tmp) / "model.su").read_text().splitlines():
             where, size, _ = line.split("\t")
             frames[where.rsplit(":", 1)[-1]] = int(size)
-    sizes = {"code": 0, "constants": 0, "weights": 0, "static_ram": 0}
+    sizes = {"code": 0, "constants": 0, "weights": 0, "preprocess": 0, "static_ram": 0}
     for line in symbols:
         _, size, kind, _sym = line.split()
         size = int(size, 16)
@@ -57,7 +57,9 @@ def footprint(build_dir: Path, opt: str = "-O2", portable: Optional[bool] = None
             sizes["code"] += size
         elif kind in "rR":
             sizes["constants"] += size
-            if not _sym.startswith(("kd2mcu_sigmoid_", "kd2mcu_tanh_")):  # weights, embedding, biases
+            if any(part in _sym for part in ("_RAW_", "_CLASS_NAMES", "_CODE_POINT")):
+                sizes["preprocess"] += size  # normalization, class names, the UTF-8 code point table
+            elif not _sym.startswith(("kd2mcu_sigmoid_", "kd2mcu_tanh_")):  # weights, embedding, biases
                 sizes["weights"] += size
         elif kind in "bBdD":
             sizes["static_ram"] += size
@@ -70,11 +72,15 @@ def footprint(build_dir: Path, opt: str = "-O2", portable: Optional[bool] = None
         "layout": read_build_info(d).get("layout", "fast"),
         "kernel_path": kernel_path(board, portable),
         "flash_code_bytes": sizes["code"], "flash_constant_bytes": sizes["constants"],
-        "flash_weight_bytes": sizes["weights"], "flash_total_bytes": sizes["code"] + sizes["constants"],
+        "flash_weight_bytes": sizes["weights"], "flash_preprocess_bytes": sizes["preprocess"],
+        "flash_total_bytes": sizes["code"] + sizes["constants"],
         "ram_state_bytes": state, "ram_static_buffer_bytes": sizes["static_ram"], "ram_stack_bytes": stack,
         "ram_total_bytes": state + sizes["static_ram"] + stack,
         **macs(model), "max_steps": model.max_steps,
     }
+    flash, ram = memory_bytes(board.memory["flash_size"]), memory_bytes(board.memory["ram_size"])
+    out.update({"part_flash_bytes": flash, "part_ram_bytes": ram, "core_clock_hz": board.core_clock_hz,
+                "flash_share": out["flash_total_bytes"] / flash, "ram_share": out["ram_total_bytes"] / ram})
     if emulated is not None and bool(emulated.get("portable")) == portable:
         e = emulated
         out.update({k: e[k] for k in ("instructions_per_inference", "instructions_per_step", "measured_by",
@@ -82,6 +88,15 @@ def footprint(build_dir: Path, opt: str = "-O2", portable: Optional[bool] = None
         mean_steps = e["instructions_per_inference"] / max(e["instructions_per_step"], 1e-9)
         out["instructions_per_mac"] = round(e["instructions_per_inference"] /
                                             (out["macs_per_step"] * mean_steps + out["head_macs"]), 2)
+        if board.core_clock_hz:  # an estimate: one instruction a cycle, flash wait states not modelled
+            hz = board.core_clock_hz
+            longest = e["instructions_per_inference"] + e["instructions_per_step"] * (model.max_steps - mean_steps)
+            out.update({"latency_basis": (f"estimate: the emulated instruction counts at {hz / 1e6:g} MHz, one "
+                                          "instruction per cycle (flash wait states and stalls not modelled; "
+                                          "no board measurement yet)"),
+                        "latency_typical_ms": e["instructions_per_inference"] / hz * 1e3,
+                        "typical_steps": round(mean_steps, 1),
+                        "latency_longest_ms": longest / hz * 1e3})
     return out
 
 
@@ -91,12 +106,15 @@ def format_report(r: dict) -> str:
         ("weight layout, kernel path", f"{r['layout']}, {r['kernel_path']}"),
         ("flash: code", f"{r['flash_code_bytes']:,} B"),
         ("flash: weights + biases", f"{r['flash_weight_bytes']:,} B"),
+        ("flash: pre-processing and class names", f"{r['flash_preprocess_bytes']:,} B"),
         ("flash: all constants (with the activation tables)", f"{r['flash_constant_bytes']:,} B"),
-        ("flash: model total", f"{r['flash_total_bytes']:,} B"),
+        ("flash: model total", f"{r['flash_total_bytes']:,} B ({r['flash_share']:.2%} of the part's "
+                                f"{r['part_flash_bytes'] // 1024:,} KB)"),
         ("RAM: state (h, c)", f"{r['ram_state_bytes']:,} B"),
         ("RAM: static sequence buffer", f"{r['ram_static_buffer_bytes']:,} B"),
         ("RAM: stack (gcc -fstack-usage)", f"{r['ram_stack_bytes']:,} B"),
-        ("RAM: model total", f"{r['ram_total_bytes']:,} B"),
+        ("RAM: model total", f"{r['ram_total_bytes']:,} B ({r['ram_share']:.2%} of the part's "
+                              f"{r['part_ram_bytes'] // 1024:,} KB)"),
         ("MACs per time step", f"{r['macs_per_step']:,}"),
         (f"MACs per inference ({r['max_steps']} steps)", f"{r['macs_per_inference_at_max_steps']:,}"),
     ]
@@ -105,6 +123,10 @@ def format_report(r: dict) -> str:
                  ("instructions per time step", f"{r['instructions_per_step']:,}"),
                  ("instructions per MAC", f"{r['instructions_per_mac']}"),
                  ("measured by", r["measured_by"])]
+        if "latency_typical_ms" in r:
+            rows += [(f"latency, typical input ({r['typical_steps']:g} steps)", f"{r['latency_typical_ms']:.3f} ms"),
+                     (f"latency, longest input ({r['max_steps']} steps)", f"{r['latency_longest_ms']:.3f} ms"),
+                     ("latency from", r["latency_basis"])]
     else:
         rows.append(("instructions", "not measured yet: run kd2mcu emulate DIR"))
     width = max(len(a) for a, _ in rows)

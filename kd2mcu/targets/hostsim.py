@@ -26,6 +26,9 @@ from kd2mcu.resources import resource_dir
 
 FLAG_STREAM = 1
 FLAG_INITIAL_STATE = 2
+FLAG_RAW_FLOAT = 4
+FLAG_RAW_I16 = 8
+FLAG_UTF8 = 16
 WARNINGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
 
@@ -107,11 +110,18 @@ class SimResult:
     c: np.ndarray  # int16 [N, state]
     step_h: Optional[list] = None  # per sample int8 [steps, state] (stream mode)
     stderr: str = ""
+    predicted: Optional[np.ndarray] = None  # int32 [N]: NAME_predict's class
+    margin: Optional[np.ndarray] = None  # int32 [N]: and its margin over the runner-up
+    x_q: Optional[list] = None  # per sample the int8 inputs [steps, F] the C quantized (raw modes)
+    tokens: Optional[list] = None  # per text the token ids NAME_encode_utf8 wrote (utf8 mode)
 
 
 def run_harness(exe: Path, model: IntModel, x_q: np.ndarray, lengths=None, stream: bool = False,
-                h0: Optional[np.ndarray] = None, c0: Optional[np.ndarray] = None) -> SimResult:
-    """Run every sample of int8 features [N, T, F] (or token ids [N, T]) through the compiled model."""
+                h0: Optional[np.ndarray] = None, c0: Optional[np.ndarray] = None, raw: Optional[str] = None) -> SimResult:
+    """Run every sample of int8 features [N, T, F] (or token ids [N, T]) through the compiled model.
+
+    ``raw="float"`` (``"i16"``): ``x_q`` holds raw float32 (int16) samples instead, which the C quantizes
+    with ``NAME_quantize_input`` (``NAME_quantize_raw_i16``); the result's ``x_q`` holds what it made."""
     x_q = np.asarray(x_q)
     N, T = x_q.shape[:2]
     lengths = np.full(N, T, dtype=np.int64) if lengths is None else np.asarray(lengths, dtype=np.int64)
@@ -121,6 +131,11 @@ def run_harness(exe: Path, model: IntModel, x_q: np.ndarray, lengths=None, strea
     if h0 is not None and not stream:
         raise ValueError("an initial state needs stream=True (run always starts from the reset state)")
     in_dtype = np.dtype("<i4") if model.is_token_model else np.dtype("i1")
+    if raw is not None:
+        if model.is_token_model or raw not in ("float", "i16"):
+            raise ValueError("raw samples are float or i16, for a feature model")
+        flags |= FLAG_RAW_FLOAT if raw == "float" else FLAG_RAW_I16
+        in_dtype = np.dtype("<f4") if raw == "float" else np.dtype("<i2")
     parts = [b"KDS1", np.array([N, flags], dtype="<i4").tobytes()]
     for n in range(N):
         steps = int(lengths[n])
@@ -129,37 +144,78 @@ def run_harness(exe: Path, model: IntModel, x_q: np.ndarray, lengths=None, strea
         if h0 is not None:
             parts.append(np.asarray(h0[n], dtype=np.int8).tobytes())
             parts.append(np.asarray(c0[n], dtype="<i2").tobytes())
+    out, stderr = _execute(exe, b"".join(parts))
+    rc = np.empty(N, np.int32)
+    logits = np.empty((N, C), np.int8)
+    h = np.empty((N, S), np.int8)
+    c = np.empty((N, S), np.int16)
+    predicted, margin = np.empty(N, np.int32), np.empty(N, np.int32)
+    step_h = [] if stream else None
+    quantized = [] if raw is not None else None
+    F = model.input_size
+    pos = 0
+    for n in range(N):
+        pos = _read_outputs(out, pos, n, rc, logits, h, c, predicted, margin)
+        steps = int(lengths[n])
+        if stream:
+            step_h.append(np.frombuffer(out, np.int8, steps * S, pos).reshape(steps, S))
+            pos += steps * S
+        if raw is not None:
+            quantized.append(np.frombuffer(out, np.int8, steps * F, pos).reshape(steps, F))
+            pos += steps * F
+    if pos != len(out):
+        raise RuntimeError(f"host simulator wrote {len(out)} bytes, expected {pos}")
+    return SimResult(rc, logits, h, c, step_h, stderr, predicted, margin, quantized)
+
+
+def run_utf8(exe: Path, model: IntModel, texts: list[bytes]) -> SimResult:
+    """Encode and classify every UTF-8 text with the compiled model's ``NAME_encode_utf8`` and
+    ``NAME_classify_utf8``; the result's ``tokens`` holds the ids it encoded."""
+    N, S, C = len(texts), sum(model.state_sizes()), model.num_classes
+    parts = [b"KDS1", np.array([N, FLAG_UTF8], dtype="<i4").tobytes()]
+    for text in texts:
+        parts += [np.array([len(text)], dtype="<i4").tobytes(), bytes(text)]
+    out, stderr = _execute(exe, b"".join(parts))
+    rc, logits = np.empty(N, np.int32), np.empty((N, C), np.int8)
+    h, c = np.empty((N, S), np.int8), np.empty((N, S), np.int16)
+    predicted, margin = np.empty(N, np.int32), np.empty(N, np.int32)
+    tokens = []
+    pos = 0
+    for n in range(N):
+        pos = _read_outputs(out, pos, n, rc, logits, h, c, predicted, margin)
+        count = int(np.frombuffer(out, "<i4", 1, pos)[0])
+        tokens.append(np.frombuffer(out, "<i4", count, pos + 4).copy())
+        pos += 4 + 4 * count
+    if pos != len(out):
+        raise RuntimeError(f"host simulator wrote {len(out)} bytes, expected {pos}")
+    return SimResult(rc, logits, h, c, None, stderr, predicted, margin, None, tokens)
+
+
+def _execute(exe: Path, data: bytes) -> tuple[bytes, str]:
     with tempfile.TemporaryDirectory(prefix="kd2mcu-sim-") as tmp:
         inp, outp = Path(tmp) / "in.bin", Path(tmp) / "out.bin"
-        inp.write_bytes(b"".join(parts))
+        inp.write_bytes(data)
         proc = subprocess.run([str(exe), str(inp), str(outp)], capture_output=True, text=True)
         if proc.returncode != 0:
             raise UserError(f"the generated C failed in the host simulator ({exit_status(proc.returncode)}): "
                             f"{first_line(proc.stderr)[:300]}; this is a bug of the generated code, please report "
                             "it with the build folder")
-        raw = outp.read_bytes()
-    rc = np.empty(N, np.int32)
-    logits = np.empty((N, C), np.int8)
-    h = np.empty((N, S), np.int8)
-    c = np.empty((N, S), np.int16)
-    step_h = [] if stream else None
-    pos = 0
-    for n in range(N):
-        rc[n] = np.frombuffer(raw, "<i4", 1, pos)[0]
-        pos += 4
-        logits[n] = np.frombuffer(raw, np.int8, C, pos)
-        pos += C
-        h[n] = np.frombuffer(raw, np.int8, S, pos)
-        pos += S
-        c[n] = np.frombuffer(raw, "<i2", S, pos)
-        pos += 2 * S
-        if stream:
-            steps = int(lengths[n])
-            step_h.append(np.frombuffer(raw, np.int8, steps * S, pos).reshape(steps, S))
-            pos += steps * S
-    if pos != len(raw):
-        raise RuntimeError(f"host simulator wrote {len(raw)} bytes, expected {pos}")
-    return SimResult(rc, logits, h, c, step_h, proc.stderr)
+        return outp.read_bytes(), proc.stderr
+
+
+def _read_outputs(out: bytes, pos: int, n: int, rc, logits, h, c, predicted, margin) -> int:
+    """One sample's fixed outputs (return code, logits, state, prediction) from ``pos``; returns the new pos."""
+    C, S = logits.shape[1], h.shape[1]
+    rc[n] = np.frombuffer(out, "<i4", 1, pos)[0]
+    pos += 4
+    logits[n] = np.frombuffer(out, np.int8, C, pos)
+    pos += C
+    h[n] = np.frombuffer(out, np.int8, S, pos)
+    pos += S
+    c[n] = np.frombuffer(out, "<i2", S, pos)
+    pos += 2 * S
+    predicted[n], margin[n] = np.frombuffer(out, "<i4", 2, pos)
+    return pos + 8
 
 
 @dataclass

@@ -32,8 +32,9 @@ def qemu_command(machine: str, elf: Path) -> list[str]:
             "-semihosting-config", "enable=on,target=native", "-icount", "shift=0", "-kernel", str(elf)]
 
 
-def parse_output(text: str, model: IntModel, count: int) -> tuple[SimResult, np.ndarray, str]:
-    """The firmware's lines -> (outputs, timer ticks per sample net of the timer's own cost, timer source)."""
+def parse_output(text: str, model: IntModel, count: int, raw: bool = False) -> tuple[SimResult, np.ndarray, str]:
+    """The firmware's lines -> (outputs, timer ticks per sample net of the timer's own cost, timer source);
+    ``raw``: each line ends in the hash of the int8 inputs the firmware quantized (``SimResult.x_q``)."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     begin = [ln for ln in lines if ln.startswith("KD2MCU BEGIN")]
     if not begin or "KD2MCU END" not in lines:
@@ -45,6 +46,7 @@ def parse_output(text: str, model: IntModel, count: int) -> tuple[SimResult, np.
     h = np.zeros((count, S), np.int8)
     c = np.zeros((count, S), np.int16)
     ticks = np.zeros(count, np.int64)
+    hashes = np.zeros(count, np.uint32)
     rows = [ln.split() for ln in lines if ln.startswith("S ")]
     if int(n_str) != count or len(rows) != count:
         raise UserError(f"the firmware reported {len(rows)} of {count} samples")
@@ -55,7 +57,17 @@ def parse_output(text: str, model: IntModel, count: int) -> tuple[SimResult, np.
         h[n] = np.frombuffer(bytes.fromhex(row[4]), np.uint8).view(np.int8)
         c[n] = np.frombuffer(bytes.fromhex(row[5]), ">u2").astype(np.uint16).view(np.int16)
         ticks[n] = int(row[6]) - int(overhead)
-    return SimResult(rc, logits, h, c), ticks, source
+        if raw:
+            hashes[n] = int(row[7], 16)
+    return SimResult(rc, logits, h, c, x_q=list(hashes) if raw else None), ticks, source
+
+
+def input_hash(x_q: np.ndarray) -> int:
+    """FNV-1a (32 bits) of int8 inputs in memory order: what the firmware prints for raw test vectors."""
+    h = 2166136261
+    for b in np.asarray(x_q, np.int8).view(np.uint8).ravel().tolist():
+        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
+    return h
 
 
 def _batches(lengths: np.ndarray, stride: int, item_bytes: int) -> list[slice]:
@@ -71,18 +83,21 @@ def _batches(lengths: np.ndarray, stride: int, item_bytes: int) -> list[slice]:
 
 
 def run_in_qemu(project: Path, model: IntModel, board, x_q: np.ndarray, lengths: np.ndarray, opt: str = "-O2",
-                timeout: float = 600.0, extra_cflags: str = ""):
+                timeout: float = 600.0, extra_cflags: str = "", raw=None):
     """Run int8 inputs through a copy of the firmware project in QEMU, in batches that fit in flash.
+    ``raw`` ("float" or "i16"): x_q holds raw samples, quantized by the firmware with the model's own
+    pre-processing; the outputs' ``x_q`` then holds the hash of what it made, per sample (``input_hash``).
 
     Returns (outputs, instructions per sample, timer source, arm-none-eabi-size of the first image).
     """
     stride = 1 if model.is_token_model else model.input_size
+    item = {"float": 4, "i16": 2}.get(raw, 4 if model.is_token_model else 1)
     parts, tick_parts, source, sizes = [], [], "", None
     with tempfile.TemporaryDirectory(prefix="kd2mcu-emulate-") as tmp:
         work = Path(tmp) / "firmware"
         shutil.copytree(project, work, ignore=shutil.ignore_patterns("build"))
-        for sl in _batches(lengths, stride, 4 if model.is_token_model else 1):
-            set_vectors(model, work, x_q[sl], lengths[sl])
+        for sl in _batches(lengths, stride, item):
+            set_vectors(model, work, x_q[sl], lengths[sl], raw)
             elf = make(work, emulate=True, opt=opt, extra_cflags=extra_cflags)
             sizes = sizes or elf_size(elf)
             try:
@@ -90,10 +105,12 @@ def run_in_qemu(project: Path, model: IntModel, board, x_q: np.ndarray, lengths:
                                       timeout=timeout)
             except subprocess.TimeoutExpired:
                 raise UserError(f"QEMU did not finish within {timeout:.0f} s") from None
-            res, ticks, source = parse_output(proc.stdout + proc.stderr, model, sl.stop - sl.start)
+            res, ticks, source = parse_output(proc.stdout + proc.stderr, model, sl.stop - sl.start, raw is not None)
             parts.append(res)
             tick_parts.append(ticks)
     sim = SimResult(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("rc", "logits", "h", "c")))
+    if raw is not None:
+        sim.x_q = [v for p in parts for v in p.x_q]
     ticks = np.concatenate(tick_parts).astype(np.float64)
     instructions = ticks * (1e9 / float(board.emulator["systick_hz"])) if source == "systick" else ticks
     return sim, instructions, source, sizes

@@ -7,7 +7,10 @@ Each view of a sequence, in its unstacked form (one sample per step) and within 
 - jitter: N(0, ``JITTER``) noise on every value (features are standardized, so in units of one std);
 - window slicing: a random window of ``SLICE`` to 100% of the length, stretched back to the full length
   by linear interpolation (a mild time warp and shift).
-Padding stays zero; frame stacking is re-applied after.
+Padding stays zero; frame stacking is re-applied after. With ``mixup`` = p, a share p of the views is
+then replaced by mixtures lam * a + (1 - lam) * b of two views of different sequences (lam uniform in
+0..1, the shorter length kept): inputs off the data, where the teacher's function tells the student most
+("function matching", Beyer et al. 2022).
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from kd2mcu.dataio import stack_frames
 SCALE, JITTER, SLICE = 0.1, 0.05, 0.85
 
 
-def views(x: np.ndarray, lengths: np.ndarray, frame_stack: int, copies: int, seed: int):
+def views(x: np.ndarray, lengths: np.ndarray, frame_stack: int, copies: int, seed: int, mixup: float = 0.0):
     """``copies`` augmented views of every sequence of x [N, T, k*F] (frame-stacked by ``frame_stack``):
     returns (x [copies * N, T, k*F] float32, lengths [copies * N])."""
     rng = np.random.default_rng([seed, 17])
@@ -38,5 +41,15 @@ def views(x: np.ndarray, lengths: np.ndarray, frame_stack: int, copies: int, see
                 seq = np.stack([np.interp(t, np.arange(L), seq[:, f]) for f in range(F)], axis=1)
             seq = seq * rng.normal(1.0, SCALE, size=(1, F)) + rng.normal(0.0, JITTER, size=seq.shape)
             out[c * n + i, :L] = seq
-    stacked, new_len = stack_frames(out.astype(np.float32), np.tile(raw_len, copies), frame_stack)
+    out_len = np.tile(raw_len, copies)
+    if mixup > 0 and n > 1:
+        mrng = np.random.default_rng([seed, 18])
+        mixed = np.flatnonzero(mrng.random(len(out)) < mixup)
+        partner = mrng.integers(0, len(out), len(mixed))
+        lam = mrng.random(len(mixed))[:, None, None]
+        out[mixed] = lam * out[mixed] + (1 - lam) * out[partner]
+        out_len[mixed] = np.minimum(out_len[mixed], out_len[partner])
+        valid = np.arange(out.shape[1])[None, :] < out_len[mixed][:, None]
+        out[mixed] *= valid[:, :, None]
+    stacked, new_len = stack_frames(out.astype(np.float32), out_len, frame_stack)
     return stacked[:, :steps], np.minimum(new_len, steps)

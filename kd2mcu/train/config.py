@@ -81,6 +81,10 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
         "warmup_epochs": (10, "stage 1: hard labels only"),
         "transfer": (20, "augmented views of the training split per sample, labelled by the teacher and added to "
                         "stage 2 (sensor data; teachers that can label new inputs; not with beta > 0)"),
+        "transfer_mixup": (0.0, "share of the transfer set's views that are mixtures of two (mixup: inputs between "
+                                "the samples, labelled by the teacher)"),
+        "select": ("accuracy", "stage 2 keeps the epoch with the best validation accuracy, or (loss) the lowest "
+                               "validation distillation loss, far less noisy on a small validation split"),
         "fallback": (True, "also train the student without the teacher and ship that one (QAT on hard labels) when "
                            "it beats the distilled student on the validation split by more than chance (a sign test)"),
         "epochs": (100, "stage 2: full distillation"),
@@ -206,6 +210,8 @@ def validate(cfg: dict, source: str) -> dict:
         (0 <= data["subset"] <= 10**7, "[data] subset must lie in 0..10000000"),
         (0 <= data["frame_stack"] <= 64, "[data] frame_stack must lie in 0..64 (0: auto)"),
         (0 <= d["transfer"] <= 100, "[distill] transfer must lie in 0..100"),
+        (0.0 <= d["transfer_mixup"] <= 1.0, "[distill] transfer_mixup must lie in 0..1"),
+        (d["select"] in ("accuracy", "loss"), "[distill] select must be accuracy or loss"),
         (all(0 <= v <= MAX_EPOCHS for v in (t["epochs"], d["warmup_epochs"], d["epochs"], cfg["qat"]["epochs"])),
          f"epochs must lie in 0..{MAX_EPOCHS}"),
         (d["batch_size"] <= 65536 and t["batch_size"] <= 65536, "batch sizes must be at most 65536"),

@@ -119,6 +119,7 @@ class TaskData:
     index_val: np.ndarray | None = None
     index_test: np.ndarray | None = None
     frame_stack: int = 1  # sequences: consecutive samples stacked into one step (x_* then hold k*F features)
+    features: list[str] | None = None  # sequences: the name of each feature of one sample (CSV columns)
 
     @property
     def num_classes(self) -> int:
@@ -140,6 +141,7 @@ class TaskData:
             "num_features": self.num_features,
             "max_len": self.max_len,
             "normalization": self.normalization,
+            **({"features": list(self.features)} if self.features else {}),
             **({"frame_stack": self.frame_stack,
                 "sample_features": self.num_features // self.frame_stack} if self.frame_stack > 1 else {}),
             "vocab": self.vocab,
@@ -230,9 +232,15 @@ def load_task(dataset: str | None = None, data: str | Path | None = None, test: 
         vocab = [PAD] + [f"<{k}>" for k in range(1, size)]
         normalization = texts = None
     texts_train, texts_val, texts_test = texts or (None, None, None)
+    features = None
+    if kind == "sequence":
+        F = train.items[0].shape[1]
+        features = _csv_feature_names(data) if data is not None and Path(data).suffix.lower() == ".csv" else \
+            [f"feature {f}" for f in range(F)]
     return TaskData(name, kind, x_tr, train.y, l_tr, x_va, val.y, l_va,
                     x_te, test_samples.y, l_te, classes, normalization, vocab, texts_train, texts_val, texts_test,
-                    train.source, val.source, test_samples.source, frame_stack if kind == "sequence" else 1)
+                    train.source, val.source, test_samples.source, frame_stack if kind == "sequence" else 1,
+                    features)
 
 
 def normalize(x: np.ndarray, lengths: np.ndarray, normalization: dict) -> np.ndarray:
@@ -383,10 +391,32 @@ def _load_user(data: str | Path, test: str | Path | None) -> tuple[str, _Samples
             raise UserError(f"--test {test} has feature columns {', '.join(_csv_feature_names(test))} but --data "
                             f"{data} has {', '.join(_csv_feature_names(data))}; give both the same columns in the "
                             "same order")
+    if train.y.dtype.kind == "U" or (test_samples is not None and test_samples.y.dtype.kind == "U"):
+        return kind, *_named_classes(train, test_samples, data, test)
     top = max(int(s.y.max()) for s in (train, test_samples) if s is not None)
     if top < 1:
         raise UserError(f"--data {data}: every label is 0; a classifier needs at least 2 classes (labels 0..C-1)")
     return kind, train, test_samples, [str(k) for k in range(top + 1)]
+
+
+def _named_classes(train: _Samples, test_samples: _Samples | None, data, test):
+    """Class names as labels: the classes are the training file's names in sorted order (class k is the k-th
+    name; the run's data.json and the generated C list them), and the test file may only use those."""
+    classes = sorted({str(v) for v in train.y})
+    if len(classes) < 2:
+        raise UserError(f"--data {data}: every label is {classes[0]!r}; a classifier needs at least 2 classes")
+    if len(classes) > MAX_CLASSES:
+        raise UserError(f"--data {data}: {len(classes)} class names, above kd2mcu's {MAX_CLASSES} classes")
+    index = {name: k for k, name in enumerate(classes)}
+    if test_samples is not None:
+        unknown = sorted({str(v) for v in test_samples.y} - set(index))
+        if unknown:
+            raise UserError(f"--test {test}: label {unknown[0]!r} is not among the training labels of --data {data} "
+                            f"({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''}); give the test file "
+                            "the training file's class names")
+    def mapped(s: _Samples) -> _Samples:
+        return _Samples(s.items, np.array([index[str(v)] for v in s.y], dtype=np.int64), s.source)
+    return mapped(train), None if test_samples is None else mapped(test_samples), classes
 
 
 def _check_classes(train: _Samples, test_samples: _Samples, num_classes: int, data, test) -> None:
@@ -426,13 +456,13 @@ def _read_file(path: str | Path, option: str) -> tuple[str, _Samples]:
             kind, samples = "sequence", _read_csv(path, option)
         except (UnicodeDecodeError, csv.Error) as exc:
             raise UserError(f"{option} {path}: not a readable UTF-8 .csv file ({exc})") from None
-    if samples.y.min() < 0:
+    if samples.y.dtype.kind != "U" and samples.y.min() < 0:
         raise UserError(f"{option} {path}: labels must be integers 0..C-1, found {int(samples.y.min())}")
     return kind, samples
 
 
 def _read_npz(path: str | Path, option: str) -> tuple[str, _Samples]:
-    ds = load_npz(path, option)
+    ds = load_npz(path, option, names=True)
     if ds.y is None:
         raise UserError(f"{option} {path}: no labels 'y'; save with np.savez(path, x=..., y=...)")
     if ds.is_tokens:
@@ -478,7 +508,7 @@ def _read_csv(path: str | Path, option: str) -> _Samples:
             if len(row) != len(header):
                 raise UserError(f"{where}: line {line} has {len(row)} fields but the header has {len(header)}")
             sample = row[sample_col].strip()
-            label = _csv_int(row[label_col], where, line)
+            label = _csv_label(row[label_col], where, line)
             first = labels.setdefault(sample, (label, line))
             if first[0] != label:
                 raise UserError(f"{where}: sample '{sample}' has label {first[0]} on line {first[1]} but {label} "
@@ -501,15 +531,26 @@ def _read_csv(path: str | Path, option: str) -> _Samples:
                     raise UserError(f"{where}: sample '{sample}' has step {a:g} twice (lines {line_a} and {line_b}); "
                                     "give each step once")
         items.append(_csv_features(sample, steps, [header[k] for k in features], where))
-    return _Samples(items, np.array([labels[sample][0] for sample in rows], dtype=np.int64))
+    values = [labels[sample][0] for sample in rows]
+    if any(isinstance(v, str) for v in values):  # class names: every label is a name, "0" too
+        return _Samples(items, np.array([str(v) for v in values], dtype=str))
+    return _Samples(items, np.array(values, dtype=np.int64))
 
 
-def _csv_int(text: str, where: str, line: int) -> int:
+def _csv_label(text: str, where: str, line: int) -> int | str:
+    """A class number 0..C-1, or a class name (a label that is not a number at all)."""
+    name = text.strip()
     try:
-        value = int(text.strip())
+        value = int(name)
     except ValueError:
-        raise UserError(f"{where}: label '{text[:40]}' on line {line} is not an integer; labels must be class "
-                        "numbers 0..C-1") from None
+        try:
+            float(name)
+        except ValueError:
+            if not name:
+                raise UserError(f"{where}: the label on line {line} is empty; give every row its class") from None
+            return name
+        raise UserError(f"{where}: label '{text[:40]}' on line {line} is a number but not an integer; labels must "
+                        "be class numbers 0..C-1 or class names") from None
     if value >= MAX_CLASSES:
         raise UserError(f"{where}: label {text.strip()[:40]} on line {line} is outside 0..{MAX_CLASSES - 1}; labels "
                         f"must be class numbers 0..C-1 (kd2mcu handles at most {MAX_CLASSES} classes)")

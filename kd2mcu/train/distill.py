@@ -130,7 +130,7 @@ def train_distill(student: TinyLSTM, adapters: list[Adapter], task: TaskData, te
     if dcfg["transfer"] and teacher.label is not None and task.kind == "sequence" and not adapters:
         from kd2mcu.train.augment import views
 
-        xa, la = views(x, lengths, task.frame_stack, dcfg["transfer"], seed)
+        xa, la = views(x, lengths, task.frame_stack, dcfg["transfer"], seed, dcfg["transfer_mixup"])
         ta = np.asarray(teacher.label(xa, la), np.float32)
         x, lengths = np.concatenate([x, xa]), np.concatenate([lengths, la])
         y, t_train = np.concatenate([y, ta.argmax(1)]), np.concatenate([t_train, ta])
@@ -166,8 +166,24 @@ def train_distill(student: TinyLSTM, adapters: list[Adapter], task: TaskData, te
         return loss
 
     extra = [attention_proj] if attention_proj is not None else []
+    score = None
+    if dcfg["select"] == "loss" and len(task.y_val):
+        def score():
+            return -validation_loss(student, task, teacher, dcfg)
     return run_stage("distill", [student, *adapters, *extra], step_loss, len(yt), epochs=epochs, quiet=quiet,
-                     evaluate=lambda: accuracy(student, task.x_val, task.len_val, task.y_val), **_stage_args(dcfg, seed))
+                     evaluate=lambda: accuracy(student, task.x_val, task.len_val, task.y_val), score=score,
+                     **_stage_args(dcfg, seed))
+
+
+def validation_loss(student: TinyLSTM, task: TaskData, teacher: TeacherOutputs, dcfg: dict) -> float:
+    """The distillation loss (soft and hard terms, the last temperature) on the validation split: what
+    ``[distill] select = "loss"`` keeps the epoch by."""
+    schedule = dcfg["temperature_schedule"]
+    T = float(schedule[-1]) if schedule else float(dcfg["temperature"])
+    logits = torch.from_numpy(predict(student, task.x_val, task.len_val))
+    t_logits = torch.from_numpy(teacher.logits["val"].astype(np.float32))
+    with torch.no_grad():
+        return float(kd_loss(logits, t_logits, torch.from_numpy(task.y_val), T, dcfg["alpha"]))
 
 
 def train_qat(student: TinyLSTM, stats, task: TaskData, teacher: TeacherOutputs, dcfg: dict, qcfg: dict,

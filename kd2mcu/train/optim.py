@@ -2,7 +2,8 @@
 clipping, seeded batch order, a progress bar, and a per-epoch history for the plots.
 
 Each epoch ends with ``evaluate()`` (validation accuracy, or None); the weights of the best epoch
-(highest validation accuracy, the later one on a tie) are restored at the end of the stage.
+(highest validation accuracy, the later one on a tie; or, with ``score``, the highest score, e.g. minus
+the validation loss) are restored at the end of the stage.
 """
 from __future__ import annotations
 
@@ -24,14 +25,17 @@ def batches(n: int, batch_size: int, rng: np.random.Generator):
 def run_stage(name: str, modules: list[torch.nn.Module], step_loss: Callable[[np.ndarray, int], torch.Tensor],
               n: int, *, epochs: int, lr: float, weight_decay: float, batch_size: int, grad_clip: float,
               seed: int, evaluate: Optional[Callable[[], Optional[float]]] = None, quiet: bool = False,
-              keep_start: bool = False, param_groups: Optional[list[dict]] = None, patience: int = 0) -> dict:
+              keep_start: bool = False, param_groups: Optional[list[dict]] = None, patience: int = 0,
+              score: Optional[Callable[[], Optional[float]]] = None) -> dict:
     """Train ``modules`` for ``epochs``; ``step_loss(batch_indices, epoch)`` returns the loss of one batch.
 
     With ``keep_start`` the weights the stage starts from compete too (best_epoch -1 when they win, and
     they win ties), so a fine-tuning stage never ends worse on the validation split than it began. ``param_groups``
     (AdamW's, each with its own ``lr``) replaces the one group of all parameters at ``lr``. ``patience`` > 0
     stops the stage once that many epochs in a row brought no validation accuracy above the best so far
-    (early stopping; the best epoch's weights are restored as always).
+    (early stopping; the best epoch's weights are restored as always). ``score`` (higher is better) picks the
+    epoch instead of the accuracy: a validation loss is far less noisy than the accuracy on a few dozen
+    samples, which picked undertrained early epochs.
     Returns the history: per epoch the mean training loss and the validation accuracy.
     """
     history = {"stage": name, "loss": [], "val_accuracy": []}
@@ -46,13 +50,15 @@ def run_stage(name: str, modules: list[torch.nn.Module], step_loss: Callable[[np
     total = max(epochs * steps_per_epoch, 1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1.0 + math.cos(math.pi * min(k, total) / total)))
     rng = np.random.default_rng(seed)
-    best, best_acc, best_epoch = None, -1.0, None
+    best, best_acc, best_epoch = None, -float("inf"), None
+    pick = score if score is not None else evaluate
     if keep_start and evaluate is not None:
         for m in modules:
             m.eval()
         start = evaluate()
-        if start is not None:
-            best, best_acc, best_epoch = [copy.deepcopy(m.state_dict()) for m in modules], start, -1
+        start_pick = start if score is None else score()
+        if start_pick is not None:
+            best, best_acc, best_epoch = [copy.deepcopy(m.state_dict()) for m in modules], start_pick, -1
         history["start_val_accuracy"] = start
     bar = tqdm(range(epochs), desc=name, unit="epoch", leave=False, disable=quiet, dynamic_ncols=True)
     since_gain = 0
@@ -71,15 +77,18 @@ def run_stage(name: str, modules: list[torch.nn.Module], step_loss: Callable[[np
         for m in modules:
             m.eval()
         acc = evaluate() if evaluate is not None else None
+        value = acc if score is None else (score() if pick is not None else None)
         history["loss"].append(float(np.mean(losses)))
         history["val_accuracy"].append(acc)
+        if score is not None:
+            history.setdefault("val_score", []).append(value)
         # ties go to the later epoch, except against the starting weights: leaving them needs a gain
-        gained = acc is not None and acc > best_acc
-        if acc is not None and (gained or (acc == best_acc and best_epoch != -1)):
-            best_acc, best, best_epoch = acc, [copy.deepcopy(m.state_dict()) for m in modules], epoch
+        gained = value is not None and value > best_acc
+        if value is not None and (gained or (value == best_acc and best_epoch != -1)):
+            best_acc, best, best_epoch = value, [copy.deepcopy(m.state_dict()) for m in modules], epoch
         bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", **({} if acc is None else {"val_acc": f"{acc:.3f}"}))
         since_gain = 0 if gained else since_gain + 1
-        if patience and acc is not None and since_gain >= patience:
+        if patience and value is not None and since_gain >= patience:
             history["stopped_early_at"] = epoch
             break
     if best is not None:

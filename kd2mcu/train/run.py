@@ -289,7 +289,7 @@ def _distill_and_write(stage: Path, cfg: dict, quiet: bool, task: TaskData, teac
         ptq = make_int_model(student, stats, task.max_len, list(task.classes))
         ptq_logits = int8_logits(ptq, task.x_test, task.len_test)
         h3, int_model = distill.train_qat(student, stats, task, teacher, qat_dcfg, cfg["qat"], seed + 2, quiet)
-        int_model.frame_stack = task.frame_stack
+        attach_preprocessing(int_model, task)
         histories.append(dict(h3, run="student"))
     t_student = time.time() - t0 - t_teacher
 
@@ -355,7 +355,7 @@ def _distill_and_write(stage: Path, cfg: dict, quiet: bool, task: TaskData, teac
     torch.save([a.state_dict() for a in adapters], stage / "adapter.pt")
     student_mod.export_onnx(student, student_mod.example_input(student), stage / "student.onnx")
     np.savez(stage / "calib.npz", x=task.x_train, y=task.y_train, lengths=task.len_train)
-    np.savez(stage / "test.npz", x=task.x_test, y=task.y_test, lengths=task.len_test)
+    np.savez(stage / "test.npz", x=task.x_test, y=task.y_test, lengths=task.len_test, **raw_test_inputs(task))
     if int_model is not None:
         metrics["int8_hostsim_accuracy"] = hostsim_accuracy(int_model, stage / "test.npz")
     write_json(stage / "metrics.json", metrics)
@@ -364,6 +364,34 @@ def _distill_and_write(stage: Path, cfg: dict, quiet: bool, task: TaskData, teac
     plots.confusion(task.y_test, test_pred, task.classes, stage / "confusion.png",
                     f"{shipped} on the test split ({np.mean(test_pred == task.y_test):.1%})")
     return metrics
+
+
+def attach_preprocessing(int_model, task: TaskData) -> None:
+    """What the generated C needs to take the user's own input: the frame stacking, the normalization with
+    the feature names (sensor data), the character vocabulary and trained length (text)."""
+    from kd2mcu.quant.intmodel import Normalization, TextEncoding
+
+    int_model.frame_stack = task.frame_stack
+    if task.normalization is not None:
+        int_model.normalization = Normalization(list(task.normalization["mean"]), list(task.normalization["std"]),
+                                                list(task.features))
+    if task.kind == "text" and task.vocab is not None:
+        int_model.text = TextEncoding(list(task.vocab), task.max_len)
+    int_model.validate()
+
+
+def raw_test_inputs(task: TaskData) -> dict:
+    """Extra arrays of the run's test.npz with which ``kd2mcu sim`` checks the C's own pre-processing: the
+    test samples in raw units (``x_raw``, float32: x * std + mean, padding at the mean) or the raw test
+    texts (``texts``)."""
+    if task.normalization is not None:
+        k = task.frame_stack
+        mean = np.tile(np.asarray(task.normalization["mean"], np.float64), k)
+        std = np.tile(np.asarray(task.normalization["std"], np.float64), k)
+        return {"x_raw": (task.x_test.astype(np.float64) * std + mean).astype(np.float32)}
+    if task.texts_test is not None:
+        return {"texts": np.array(task.texts_test, dtype=str)}
+    return {}
 
 
 def hostsim_accuracy(model, test_npz: Path) -> Optional[float]:

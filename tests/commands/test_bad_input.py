@@ -223,7 +223,7 @@ def _csv(path: Path, label: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("label,words", [("100000000", ("outside 0..999",)), ("1e23", ("not an integer",))])
+@pytest.mark.parametrize("label,words", [("100000000", ("outside 0..999",)), ("1e23", ("a number but not an integer",))])
 def test_huge_csv_labels_are_refused_before_allocating(label, words, tmp_path):
     refused(kd2mcu("train", "--data", _csv(tmp_path / "d.csv", label), "--out", tmp_path / "r"), *words)
     assert not (tmp_path / "r").exists()

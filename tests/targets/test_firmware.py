@@ -182,3 +182,27 @@ def test_qemu_matches_reference_on_the_trained_basic_motions_model(tmp_path):
     r = json.loads(proc.stdout)
     assert r["samples"] == len(yte) and r["mismatches"] == 0
     assert r["accuracy"] >= 0.8
+
+
+@pytest.mark.parametrize("portable", [False, True])
+def test_qemu_quantizes_raw_samples_as_python_does(portable, tmp_path):
+    """Raw float (NaN and Inf included) and int16 samples through the model's own pre-processing on the
+    emulated board: the int8 inputs it made (their hash) and every output equal Python's."""
+    require_arm()
+    from kd2mcu.quant.intmodel import Normalization
+
+    rng = np.random.default_rng(11)
+    model = random_model(rng, ModelShape(input_size=6, hidden=8, steps=12, classes=3))
+    model.frame_stack = 2
+    model.normalization = Normalization([120.0, -3.5, 0.25], [30.0, 0.5, 0.01], ["a", "b", "c"])
+    model.validate()
+    write_build(model, tmp_path / "b")
+    std, mean = np.tile([30.0, 0.5, 0.01], 2), np.tile([120.0, -3.5, 0.25], 2)
+    x_raw = (rng.normal(0, 2, (20, 12, 6)) * std + mean).astype(np.float32)
+    x_raw[0, 0, :3] = [np.nan, np.inf, -np.inf]
+    lengths = rng.integers(1, 13, 20)
+    for raw in (x_raw, rng.integers(-32768, 32768, (20, 12, 6)).astype(np.int16)):
+        np.savez(tmp_path / "d.npz", x=np.zeros((20, 12, 6), np.float32), lengths=lengths, x_raw=raw)
+        r = emulate(tmp_path / "b", tmp_path / "d.npz", portable=portable)
+        assert r["mismatches"] == 0 and r["raw_mismatches"] == 0 and r["raw_input_mismatches"] == 0, r
+        assert r["raw_inputs"].startswith("int16" if raw.dtype == np.int16 else "float")

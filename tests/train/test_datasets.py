@@ -269,8 +269,8 @@ def test_option_errors(tmp_path):
 @pytest.mark.parametrize("name, arrays, match", [
     ("float_y.npz", dict(x=np.zeros((3, 2, 1), np.float32), y=np.array([0.0, 1.0, 1.0])),
      r"--data .*float_y.npz: y must be integer labels"),
-    ("str_y.npz", dict(x=np.zeros((3, 2, 1), np.float32), y=np.array(["a", "b", "a"])),
-     r"--data .*str_y.npz: y must be integer labels"),
+    ("one_name.npz", dict(x=np.zeros((3, 2, 1), np.float32), y=np.array(["a", "a", "a"])),
+     r"--data .*one_name.npz: every label is 'a'; a classifier needs at least 2 classes"),
     ("short_y.npz", dict(x=np.zeros((3, 2, 1), np.float32), y=np.array([0, 1])), "x has 3 samples but y has 2"),
     ("no_y.npz", dict(x=np.zeros((3, 2, 1), np.float32)), "no labels 'y'"),
     ("nan.npz", dict(x=np.where(np.arange(12).reshape(3, 2, 2) == 7, np.nan, 0).astype(np.float32),
@@ -291,8 +291,8 @@ def test_bad_npz(tmp_path, name, arrays, match):
     ("sample,label,a", "no data rows after the header"),
     ("sample,a\ns,1", "no column 'label'"),
     ("sample,label,step\ns,0,0", "no feature columns"),
-    ("sample,label,a\ns,0,1\nt,1.5,2", r"bad.csv: label '1.5' on line 3 is not an integer"),
-    ("sample,label,a\ns,0,1\nt,dog,2", r"label 'dog' on line 3 is not an integer"),
+    ("sample,label,a\ns,0,1\nt,1.5,2", r"bad.csv: label '1.5' on line 3 is a number but not an integer"),
+    ("sample,label,a\ns,0,1\nt, ,2", r"bad.csv: the label on line 3 is empty"),
     ("sample,label,a,b\ns,0,1,2\nt,1,3,nan", r"feature 'b' is NaN or Inf on line 3 \(sample 't', step 0\)"),
     ("sample,label,a,b\ns,0,1,2\ns,0,inf,2", r"feature 'a' is NaN or Inf on line 3 \(sample 's', step 1\)"),
     ("sample,label,a\ns,0,1\nt,1,x", r"feature 'a' 'x' on line 3 is not a finite number"),
@@ -340,3 +340,18 @@ def test_csv_test_file_with_other_feature_columns_is_refused(tmp_path):
     (tmp_path / "test.csv").write_text(rows.format(a="ay", b="ax"))
     with pytest.raises(UserError, match="feature columns ay, ax but --data .* has ax, ay"):
         load_task(data=tmp_path / "train.csv", test=tmp_path / "test.csv", val_fraction=0)
+
+
+def test_class_names_as_labels(tmp_path):
+    """String labels in CSV and npz: classes are the training names in sorted order; a test name the training
+    file lacks stops with one line."""
+    rows = ["sample,label,a"] + [f"s{k},{name},{k}" for k, name in enumerate(["walk", "run", "0", "walk", "run", "0"] * 3)]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    task = load_task(data=tmp_path / "d.csv", val_fraction=0.0)
+    assert task.classes == ["0", "run", "walk"]
+    assert task.features == ["a"]
+    np.savez(tmp_path / "t.npz", x=np.zeros((4, 2, 1), np.float32), y=np.array(["run", "walk", "0", "jump"]))
+    np.savez(tmp_path / "d.npz", x=np.zeros((6, 2, 1), np.float32), y=np.array(["run", "walk", "0"] * 2))
+    assert load_task(data=tmp_path / "d.npz", val_fraction=0.0).classes == ["0", "run", "walk"]
+    with user_error(r"--test .*t.npz: label 'jump' is not among the training labels of --data .*d.npz \(0, run, walk\)"):
+        load_task(data=tmp_path / "d.npz", test=tmp_path / "t.npz")

@@ -117,6 +117,16 @@ def test_text_path_with_the_local_transformer_teacher(tmp_path, cache):
     assert proc.returncode == 0, proc.stderr
     proc = kd2mcu("sim", tmp_path / "b", "--inputs", tmp_path / "text" / "test.npz", "--json")
     assert proc.returncode == 0 and json.loads(proc.stdout)["mismatches"] == 0, proc.stdout + proc.stderr
+    assert "utf8_skipped" in json.loads(proc.stdout)  # an ONNX build has no vocabulary
+    # built from the run, the model has its vocabulary: every raw test review through NAME_encode_utf8
+    proc = kd2mcu("build", tmp_path / "text", "--out", tmp_path / "br")
+    assert proc.returncode == 0, proc.stderr
+    proc = kd2mcu("sim", tmp_path / "br", "--inputs", tmp_path / "text" / "test.npz", "--json", "--sanitize")
+    r = json.loads(proc.stdout)
+    assert proc.returncode == 0 and r["mismatches"] == 0, proc.stdout + proc.stderr
+    assert r["utf8_mismatches"] == 0 and r["utf8_token_mismatches"] == 0 and r["utf8_differs_from_x"] == 0
+    assert r["utf8_accuracy"] == r["accuracy"]
+    assert "_classify_utf8" in (tmp_path / "br" / "src" / "kd2mcu_model.h").read_text()
 
 
 def test_precomputed_logits_teacher_on_user_data(tmp_path):
@@ -295,8 +305,25 @@ def test_build_from_a_run_uses_the_test_split(basic_run, tmp_path):
         assert np.array_equal(f["x_q"], quantize_data(model, test)[:n])
     proc = kd2mcu("sim", tmp_path / "b", "--inputs", basic_run / "test.npz", "--json")
     assert proc.returncode == 0 and json.loads(proc.stdout)["mismatches"] == 0
+    r = json.loads(proc.stdout)
     m = json.loads((basic_run / "metrics.json").read_text())
-    assert json.loads(proc.stdout)["accuracy"] == m["int8_accuracy"]  # the host sim is the int8 model of training
+    assert r["accuracy"] == m["int8_accuracy"]  # the host sim is the int8 model of training
+    # the same test split in raw units through the C's own normalization: every int8 input and output exact
+    assert r["raw_inputs"] == "float (NAME_quantize_input)" and r["raw_mismatches"] == 0
+    assert abs(r["raw_accuracy"] - r["accuracy"]) <= 1 / r["samples"], r
+    assert r["predict_mismatches"] == 0
+    with np.load(basic_run / "test.npz") as f:
+        raw = f["x_raw"]
+        counts = np.clip(np.rint(raw * 100), -32768, 32767).astype(np.int16)  # int16 counts of the same units
+        np.savez(tmp_path / "i16.npz", x=f["x"], y=f["y"], lengths=f["lengths"], x_raw=counts)
+    proc = kd2mcu("sim", tmp_path / "b", "--inputs", tmp_path / "i16.npz", "--json")
+    r = json.loads(proc.stdout)
+    assert proc.returncode == 0 and r["raw_inputs"] == "int16 (NAME_quantize_raw_i16)" and r["raw_mismatches"] == 0
+    header = (tmp_path / "b" / "src" / "kd2mcu_model.h").read_text()
+    data = json.loads((basic_run / "data.json").read_text())
+    for name in data["classes"]:
+        assert f": {name}\n" in header
+    assert "0: feature 0 (training mean" in header and "_quantize_raw_i16" in header
 
 
 def test_onnx_teacher_exported_from_a_run(basic_run, tmp_path):
