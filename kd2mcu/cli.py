@@ -258,6 +258,47 @@ def emulate(build_dir: Path, inputs, opt: str, as_json: bool, portable: bool):
 
 @main.command()
 @click.argument("build_dir", type=click.Path(path_type=Path))
+@click.option("--port", help="The board's serial port (e.g. /dev/ttyACM0), running this build's firmware.")
+@click.option("--qemu", is_flag=True, help="Run the board firmware in qemu-system-arm, its USART on a pty, instead "
+                                           "of a board (stm32f405, stm32f205).")
+@click.option("--baud", type=click.IntRange(1200, 4_000_000), default=115200, show_default=True)
+@click.option("--inputs", type=click.Path(path_type=Path),
+              help="Data (.npz) to run; default: the test vectors of the build.")
+@click.option("--timeout", type=click.FloatRange(0.1, 3600), default=10.0, show_default=True,
+              help="Seconds to wait for each answer of the board.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def validate(build_dir: Path, port, qemu: bool, baud: int, inputs, timeout: float, as_json: bool):
+    """Stream inputs to the board's serial runner and check every output bit against the reference.
+
+    Builds BUILD_DIR/firmware for the board (it programs nothing: kd2mcu flash does), then sends
+    each input vector over the port in checksummed frames and compares the logits and the final
+    hidden and cell states the board returns with the Python reference. Exits 0 only on a perfect
+    match; reports accuracy and the cycles the board measured.
+    """
+    from kd2mcu.commands.validate import validate as run_validate
+
+    result = run_validate(build_dir, port, baud, inputs, timeout, qemu)
+    _warn_clipping(result)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        line = f"{result['samples']} samples on {result['port']} ({result['target']}), {result['mismatches']} mismatching"
+        if "accuracy" in result:
+            line += f", accuracy {result['accuracy']:.2%}"
+        click.echo(line)
+        if "cycles_per_inference" in result:
+            ms = result["ms_per_inference"]
+            click.echo(f"{result['cycles_per_inference']:,.0f} cycles per inference on the board ({result['timer']}) at "
+                       f"{result['core_hz'] / 1e6:g} MHz" + (f": {ms:.3f} ms, longest {result['ms_max']:.3f} ms" if ms else ""))
+        else:
+            click.echo(f"{result['instructions_per_inference']:,.0f} instructions per inference ({result['timing_note']})")
+        if result["first_mismatch"]:
+            click.echo(f"first mismatch: {result['first_mismatch']}")
+    sys.exit(0 if result["mismatches"] == 0 else 1)
+
+
+@main.command()
+@click.argument("build_dir", type=click.Path(path_type=Path))
 @click.option("--probe", required=True, type=click.Choice(["stlink", "openocd", "cubeprog"]),
               help="Programmer: st-flash, OpenOCD (ST-LINK interface) or STM32CubeProgrammer.")
 @click.option("--dry-run", is_flag=True, help="Print the exact command and do nothing.")

@@ -24,6 +24,7 @@
 
 uint32_t kd_apb1_hz = KD_CLK_RESET_HZ;
 
+#if defined(KD_CLK_F4) || defined(KD_CLK_F7) || defined(KD_CLK_L4)
 static int wait_set(uint32_t addr, uint32_t mask, uint32_t value)
 {
     uint32_t n;
@@ -34,6 +35,7 @@ static int wait_set(uint32_t addr, uint32_t mask, uint32_t value)
     }
     return 0;
 }
+#endif
 
 #if defined(KD_CLK_F7)
 static void enable_m7_caches(void)

@@ -4,6 +4,8 @@
  */
 #include "platform.h"
 
+#include "clock.h"
+
 #define REG32(addr) (*(volatile uint32_t *)(uintptr_t)(addr))
 
 /* Cortex-M system control space (identical on M3/M4/M7). */
@@ -17,6 +19,12 @@
 
 static volatile uint32_t systick_wraps;
 static int use_dwt;
+static uint32_t core_hz = KD_CLK_RESET_HZ;
+
+uint32_t kd_core_hz(void)
+{
+    return core_hz;
+}
 
 void SysTick_Handler(void)
 {
@@ -49,39 +57,75 @@ static void output_init(void)
 {
 }
 #else
-/* USART TX on the board's pin, 115200 8N1 from the reset clock. KD_USART_V2 selects the register
- * layout of the F7/L4 USART (CR1, BRR, ISR, TDR) over the F4's (SR, DR, BRR, CR1). */
+/* USART on the board's pins (TX and RX), 115200 8N1 from the APB1 clock clock.c set. KD_USART_V2
+ * selects the register layout of the F7/L4 USART (CR1, BRR, ISR, RDR, TDR) over the F4's (SR, DR,
+ * BRR, CR1). */
+static void set_alternate(uint32_t pin)
+{
+    /* MODER = 2 (alternate function) and the AF number in AFRL/AFRH */
+    REG32(KD_GPIO_BASE + 0x00u) = (REG32(KD_GPIO_BASE + 0x00u) & ~(3u << (2 * pin))) | (2u << (2 * pin));
+    REG32(KD_GPIO_BASE + 0x20u + 4u * (pin / 8)) =
+        (REG32(KD_GPIO_BASE + 0x20u + 4u * (pin / 8)) & ~(0xFu << (4 * (pin % 8)))) |
+        ((uint32_t)KD_TX_AF << (4 * (pin % 8)));
+}
+
 static void output_init(void)
 {
     REG32(KD_RCC_GPIO_ENR) |= KD_RCC_GPIO_BIT;
     REG32(KD_RCC_USART_ENR) |= KD_RCC_USART_BIT;
     (void)REG32(KD_RCC_USART_ENR);
-    /* TX pin: alternate function mode (MODER = 2) and its AF number */
-    REG32(KD_GPIO_BASE + 0x00u) = (REG32(KD_GPIO_BASE + 0x00u) & ~(3u << (2 * KD_TX_PIN))) | (2u << (2 * KD_TX_PIN));
-    REG32(KD_GPIO_BASE + 0x20u + 4u * (KD_TX_PIN / 8)) =
-        (REG32(KD_GPIO_BASE + 0x20u + 4u * (KD_TX_PIN / 8)) & ~(0xFu << (4 * (KD_TX_PIN % 8)))) |
-        ((uint32_t)KD_TX_AF << (4 * (KD_TX_PIN % 8)));
+    set_alternate(KD_TX_PIN);
+    set_alternate(KD_RX_PIN);
 #ifdef KD_USART_V2
-    REG32(KD_USART_BASE + 0x0Cu) = (KD_CLOCK_HZ + 57600u) / 115200u;
-    REG32(KD_USART_BASE + 0x00u) = (1u << 3) | 1u; /* TE, UE */
+    REG32(KD_USART_BASE + 0x0Cu) = (kd_apb1_hz + 57600u) / 115200u;
+    REG32(KD_USART_BASE + 0x00u) = (1u << 3) | (1u << 2) | 1u; /* TE, RE, UE */
 #else
-    REG32(KD_USART_BASE + 0x08u) = (KD_CLOCK_HZ + 57600u) / 115200u;
-    REG32(KD_USART_BASE + 0x0Cu) = (1u << 13) | (1u << 3); /* UE, TE */
+    REG32(KD_USART_BASE + 0x08u) = (kd_apb1_hz + 57600u) / 115200u;
+    REG32(KD_USART_BASE + 0x0Cu) = (1u << 13) | (1u << 3) | (1u << 2); /* UE, TE, RE */
 #endif
+}
+
+static void put_byte(uint8_t byte)
+{
+#ifdef KD_USART_V2
+    while ((REG32(KD_USART_BASE + 0x1Cu) & (1u << 7)) == 0u) {
+    }
+    REG32(KD_USART_BASE + 0x28u) = byte;
+#else
+    while ((REG32(KD_USART_BASE + 0x00u) & (1u << 7)) == 0u) {
+    }
+    REG32(KD_USART_BASE + 0x04u) = byte;
+#endif
+}
+
+uint8_t kd_getc(void)
+{
+#ifdef KD_USART_V2
+    if (REG32(KD_USART_BASE + 0x1Cu) & (1u << 3)) {
+        REG32(KD_USART_BASE + 0x20u) = 1u << 3; /* ICR.ORECF: an overrun, the host's checksum tells */
+    }
+    while ((REG32(KD_USART_BASE + 0x1Cu) & (1u << 5)) == 0u) {
+    }
+    return (uint8_t)REG32(KD_USART_BASE + 0x24u);
+#else
+    while ((REG32(KD_USART_BASE + 0x00u) & (1u << 5)) == 0u) {
+    }
+    return (uint8_t)REG32(KD_USART_BASE + 0x04u); /* reading SR then DR also clears an overrun */
+#endif
+}
+
+void kd_write(const uint8_t *data, uint32_t n)
+{
+    uint32_t k;
+    for (k = 0; k < n; ++k) {
+        put_byte(data[k]);
+    }
 }
 
 void kd_puts(const char *text)
 {
     for (; *text != '\0'; ++text) {
-#ifdef KD_USART_V2
-        while ((REG32(KD_USART_BASE + 0x1Cu) & (1u << 7)) == 0u) {
-        }
-        REG32(KD_USART_BASE + 0x28u) = (uint8_t)*text;
-#else
-        while ((REG32(KD_USART_BASE + 0x00u) & (1u << 7)) == 0u) {
-        }
-        REG32(KD_USART_BASE + 0x04u) = (uint8_t)*text;
-#endif
+        put_byte((uint8_t)*text);
     }
 }
 
@@ -97,6 +141,9 @@ void kd_platform_init(void)
 {
     volatile uint32_t spin;
     uint32_t before;
+#ifndef KD_SEMIHOSTING
+    core_hz = kd_clock_init(); /* before the USART: its divider follows the clock */
+#endif
     output_init();
     /* DWT cycle counter where it counts (real silicon); QEMU's reads zero. */
     DEMCR |= 1u << 24;

@@ -41,6 +41,20 @@ def read_build_info(d: Path) -> dict:
     return info
 
 
+VALIDATE_FILE = "validate.json"
+
+
+def read_validate_info(d: Path):
+    """The last ``kd2mcu validate``'s measurements, or None."""
+    p = Path(d) / VALIDATE_FILE
+    if not p.is_file():
+        return None
+    info = read_json(p, "run kd2mcu validate again")
+    if not isinstance(info, dict) or not isinstance(info.get("ticks_per_inference", 0), (int, float)):
+        raise UserError(f"{p} is damaged (not what kd2mcu validate writes): run kd2mcu validate again")
+    return info
+
+
 def read_emulate_info(d: Path):
     """The last ``kd2mcu emulate``'s measurements, or None."""
     p = Path(d) / EMULATE_FILE

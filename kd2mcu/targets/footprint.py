@@ -12,7 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from kd2mcu.codegen.buildfolder import MODEL_FILE, SRC_DIR, model_name, read_build_info, read_emulate_info
+from kd2mcu.codegen.buildfolder import (MODEL_FILE, SRC_DIR, model_name, read_build_info, read_emulate_info,
+                                        read_validate_info)
 from kd2mcu.codegen.render import PORTABLE_CFLAGS
 from kd2mcu.quant.intmodel import IntModel
 from kd2mcu.targets.firmware import DEFAULT_BOARD, arm_tool, kernel_path, load_board, memory_bytes
@@ -97,6 +98,15 @@ def footprint(build_dir: Path, opt: str = "-O2", portable: Optional[bool] = None
                         "latency_typical_ms": e["instructions_per_inference"] / hz * 1e3,
                         "typical_steps": round(mean_steps, 1),
                         "latency_longest_ms": longest / hz * 1e3})
+    validated = read_validate_info(d)
+    if validated is not None and "cycles_per_inference" in validated and validated.get("core_hz"):
+        v = validated  # measured on a board: these replace the estimate
+        hz, steps = float(v["core_hz"]), max(float(v["steps_per_inference"]), 1e-9)
+        longest = v["cycles_per_inference"] * model.max_steps / steps
+        out.update({"latency_basis": (f"measured on the board by kd2mcu validate ({v['timer']} cycles at "
+                                      f"{hz / 1e6:g} MHz, {v['samples']} inputs; the longest input scaled by steps)"),
+                    "latency_typical_ms": v["cycles_per_inference"] / hz * 1e3, "typical_steps": round(steps, 1),
+                    "latency_longest_ms": longest / hz * 1e3, "board_cycles_per_inference": v["cycles_per_inference"]})
     return out
 
 

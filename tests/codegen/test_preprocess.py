@@ -11,7 +11,7 @@ from conftest import require_gcc
 
 from kd2mcu.codegen import render
 from kd2mcu.quant import preprocess, reference
-from kd2mcu.quant.intmodel import IntModel, Normalization, TextEncoding
+from kd2mcu.quant.intmodel import Normalization, TextEncoding
 from kd2mcu.quant.random_model import ModelShape, random_model
 from kd2mcu.targets import hostsim
 

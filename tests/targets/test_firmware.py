@@ -206,3 +206,33 @@ def test_qemu_quantizes_raw_samples_as_python_does(portable, tmp_path):
         r = emulate(tmp_path / "b", tmp_path / "d.npz", portable=portable)
         assert r["mismatches"] == 0 and r["raw_mismatches"] == 0 and r["raw_input_mismatches"] == 0, r
         assert r["raw_inputs"].startswith("int16" if raw.dtype == np.int16 else "float")
+
+
+def test_users_own_main_with_printf_links(tmp_path):
+    """newlib's printf needs the heap's start (`end`) from the linker script: a user's own main links."""
+    require_arm()
+    model = random_model(np.random.default_rng(13), ModelShape(input_size=4, hidden=8, steps=10))
+    write_build(model, tmp_path / "b")
+    project = tmp_path / "b" / "firmware"
+    (project / "src" / "main.c").write_text(
+        '#include <stdio.h>\n#include <stdlib.h>\n#include "kd2mcu_model.h"\n#include "platform.h"\n'
+        "int main(void)\n{\n    static kd2mcu_model_state_t s;\n    int8_t x[4 * 2] = {0}, logits[KD2MCU_MODEL_NUM_CLASSES];\n"
+        "    char *heap = malloc(16);\n    kd_platform_init();\n    kd2mcu_model_run(&s, x, 2, logits);\n"
+        '    printf("%s %d\\n", KD2MCU_MODEL_CLASS_NAMES[kd2mcu_model_predict(logits, NULL)], heap != NULL);\n'
+        "    return 0;\n}\n")
+    elf = firmware.make(project, emulate=False)
+    assert elf.is_file()
+
+
+def test_report_prefers_cycles_measured_on_a_board(tmp_path):
+    require_arm()
+    model = random_model(np.random.default_rng(14), ModelShape(input_size=4, hidden=8, steps=50))
+    write_build(model, tmp_path / "b")
+    (tmp_path / "b" / "validate.json").write_text(json.dumps(
+        {"samples": 10, "mismatches": 0, "core_hz": 168_000_000, "timer": "dwt", "ticks_per_inference": 84000.0,
+         "cycles_per_inference": 84000.0, "steps_per_inference": 25.0}))
+    r = json.loads(kd2mcu("report", tmp_path / "b", "--json").stdout)
+    assert r["latency_basis"].startswith("measured on the board")
+    assert r["latency_typical_ms"] == pytest.approx(0.5) and r["latency_longest_ms"] == pytest.approx(1.0)
+    assert 0 < r["flash_share"] < 0.05 and r["part_flash_bytes"] == 1024 * 1024
+    assert "of the part's 1,024 KB" in kd2mcu("report", tmp_path / "b").stdout
