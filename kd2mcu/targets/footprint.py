@@ -12,8 +12,14 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from kd2mcu.codegen.buildfolder import (MODEL_FILE, SRC_DIR, model_name, read_build_info, read_emulate_info,
-                                        read_validate_info)
+from kd2mcu.codegen.buildfolder import (
+    MODEL_FILE,
+    SRC_DIR,
+    model_name,
+    read_build_info,
+    read_emulate_info,
+    read_validate_info,
+)
 from kd2mcu.codegen.render import PORTABLE_CFLAGS
 from kd2mcu.quant.intmodel import IntModel
 from kd2mcu.targets.firmware import DEFAULT_BOARD, arm_tool, kernel_path, load_board, memory_bytes
