@@ -253,7 +253,12 @@ def emulate(build_dir: Path, inputs, opt: str, as_json: bool, portable: bool):
             line = (f"raw {result['raw_inputs']} on the board: {result['raw_mismatches']} mismatching "
                     f"({result['raw_input_mismatches']} in the int8 inputs)")
             click.echo(line + (f", accuracy {result['raw_accuracy']:.2%}" if "raw_accuracy" in result else ""))
-    sys.exit(0 if result["mismatches"] + result.get("raw_mismatches", 0) == 0 else 1)
+        if "utf8_mismatches" in result:
+            line = (f"UTF-8 texts (NAME_encode_utf8) on the board: {result['utf8_mismatches']} mismatching "
+                    f"({result['utf8_token_mismatches']} in the token ids)")
+            click.echo(line + (f", accuracy {result['utf8_accuracy']:.2%}" if "utf8_accuracy" in result else ""))
+    failed = result["mismatches"] + result.get("raw_mismatches", 0) + result.get("utf8_mismatches", 0)
+    sys.exit(0 if failed == 0 else 1)
 
 
 @main.command()

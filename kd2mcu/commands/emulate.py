@@ -74,6 +74,8 @@ def emulate(build_dir, inputs=None, opt: str = "-O2", timeout: float = 600.0, po
     result.update(clipped)
     if data is not None and data.x_raw is not None and model.normalization is not None:
         result.update(_check_raw(project, model, board, data, lengths, opt, timeout, portable))
+    if data is not None and data.texts is not None and model.text is not None and model.text.encodable:
+        result.update(_check_utf8(project, model, board, data, opt, timeout, portable))
     try:
         write_file_atomically(d / EMULATE_FILE, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
     except UserError as exc:  # the check itself succeeded: say what is lost, keep the verdict
@@ -96,6 +98,32 @@ def _check_raw(project, model: IntModel, board, data, lengths, opt, timeout, por
            "raw_mismatches": int(wrong.sum()), "raw_input_mismatches": int(wrong_q.sum())}
     if data.y is not None:
         out["raw_accuracy"] = float(np.mean(sim.logits.argmax(1) == data.y))
+    return out
+
+
+def _check_utf8(project, model: IntModel, board, data, opt, timeout, portable) -> dict:
+    """The raw texts encoded on the emulated board by NAME_encode_utf8 and classified: texts whose token
+    ids (their hash) or outputs differ from kd2mcu.quant.preprocess.encode_utf8 and the reference."""
+    encoded = [t.encode("utf-8") for t in data.texts]
+    counts = np.array([len(b) for b in encoded], np.int64)
+    raw = np.zeros((len(encoded), max(int(counts.max(initial=1)), 1)), np.uint8)
+    for n, b in enumerate(encoded):
+        raw[n, :len(b)] = np.frombuffer(b, np.uint8)
+    ids = [preprocess.encode_utf8(model, b) for b in encoded]
+    lengths = np.array([len(i) for i in ids], np.int64)
+    x = np.zeros((len(ids), max(int(lengths.max(initial=1)), 1)), np.int32)
+    for n, i in enumerate(ids):
+        x[n, :len(i)] = i
+    sim, _, _, _ = run_in_qemu(project, model, board, raw, counts, opt, timeout,
+                               extra_cflags=PORTABLE_CFLAGS if portable else "", raw="utf8")
+    wrong_ids = np.array([sim.x_q[n] != input_hash(ids[n].astype("<i4").view(np.int8)) for n in range(len(ids))],
+                         dtype=bool)
+    ref = reference.run(model, x, lengths)
+    wrong = wrong_ids | np.any(ref["logits"] != sim.logits, 1) | np.any(ref["h"] != sim.h, 1) | \
+        np.any(ref["c"] != sim.c, 1) | (sim.rc != 0)
+    out = {"utf8_mismatches": int(wrong.sum()), "utf8_token_mismatches": int(wrong_ids.sum())}
+    if data.y is not None:
+        out["utf8_accuracy"] = float(np.mean(sim.logits.argmax(1) == data.y))
     return out
 
 

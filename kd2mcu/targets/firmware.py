@@ -131,7 +131,7 @@ def _env() -> jinja2.Environment:
                               keep_trailing_newline=True, autoescape=False)
 
 
-RAW_KINDS = {None: 0, "float": 1, "i16": 2}  # KD_TV_RAW in test_vectors.h
+RAW_KINDS = {None: 0, "float": 1, "i16": 2, "utf8": 3}  # KD_TV_RAW in test_vectors.h
 
 
 def render_vectors(model: IntModel, x_q: np.ndarray, lengths: np.ndarray, raw: Optional[str] = None) -> str:
@@ -139,7 +139,7 @@ def render_vectors(model: IntModel, x_q: np.ndarray, lengths: np.ndarray, raw: O
     model's own NAME_quantize_input ("float": float32 stored as their bit patterns, so that every value,
     NaN included, reaches the C exactly) or NAME_quantize_raw_i16 ("i16")."""
     steps = [int(v) for v in lengths]
-    stride = 1 if model.is_token_model else model.input_size
+    stride = 1 if model.is_token_model or raw == "utf8" else model.input_size
     offsets = np.concatenate([[0], np.cumsum(np.array(steps) * stride)[:-1]]).astype(np.int64)
     flat = np.concatenate([np.asarray(x_q[n, :steps[n]]).reshape(-1) for n in range(len(steps))])
     input_type = "int32_t" if model.is_token_model else "int8_t"
@@ -147,6 +147,8 @@ def render_vectors(model: IntModel, x_q: np.ndarray, lengths: np.ndarray, raw: O
         flat, input_type = flat.astype("<f4").view("<u4").astype(np.int64), "uint32_t"
     elif raw == "i16":
         input_type = "int16_t"
+    elif raw == "utf8":  # bytes [N, longest] with their counts as lengths
+        input_type = "uint8_t"
     return _env().get_template("test_vectors.h.j2").render(
         version=__version__, count=len(steps), steps=c_array(steps), offsets=c_array(offsets),
         total=max(len(flat), 1), inputs=c_array(flat), input_type=input_type, raw=RAW_KINDS[raw],

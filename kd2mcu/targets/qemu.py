@@ -86,12 +86,14 @@ def run_in_qemu(project: Path, model: IntModel, board, x_q: np.ndarray, lengths:
                 timeout: float = 600.0, extra_cflags: str = "", raw=None):
     """Run int8 inputs through a copy of the firmware project in QEMU, in batches that fit in flash.
     ``raw`` ("float" or "i16"): x_q holds raw samples, quantized by the firmware with the model's own
-    pre-processing; the outputs' ``x_q`` then holds the hash of what it made, per sample (``input_hash``).
+    pre-processing; ("utf8"): x_q holds UTF-8 bytes [N, longest] and lengths their counts, encoded by
+    NAME_encode_utf8; the outputs' ``x_q`` then holds the hash of what it made, per sample (``input_hash``
+    of the int8 inputs, or of the int32 token ids' bytes).
 
     Returns (outputs, instructions per sample, timer source, arm-none-eabi-size of the first image).
     """
-    stride = 1 if model.is_token_model else model.input_size
-    item = {"float": 4, "i16": 2}.get(raw, 4 if model.is_token_model else 1)
+    stride = 1 if model.is_token_model or raw == "utf8" else model.input_size
+    item = {"float": 4, "i16": 2, "utf8": 1}.get(raw, 4 if model.is_token_model else 1)
     parts, tick_parts, source, sizes = [], [], "", None
     with tempfile.TemporaryDirectory(prefix="kd2mcu-emulate-") as tmp:
         work = Path(tmp) / "firmware"

@@ -236,3 +236,20 @@ def test_report_prefers_cycles_measured_on_a_board(tmp_path):
     assert r["latency_typical_ms"] == pytest.approx(0.5) and r["latency_longest_ms"] == pytest.approx(1.0)
     assert 0 < r["flash_share"] < 0.05 and r["part_flash_bytes"] == 1024 * 1024
     assert "of the part's 1,024 KB" in kd2mcu("report", tmp_path / "b").stdout
+
+
+def test_qemu_encodes_utf8_texts_as_python_does(tmp_path):
+    """Raw texts baked into the emulated board, encoded by NAME_encode_utf8 there: same ids and outputs."""
+    require_arm()
+    from kd2mcu.quant.intmodel import TextEncoding
+
+    vocab = ["<pad>", "<oov>", "好", "的", "a", "b", " ", "😀"]
+    model = random_model(np.random.default_rng(15), ModelShape(input_size=8, hidden=8, steps=16, classes=2,
+                                                               vocab=len(vocab)))
+    model.text = TextEncoding(vocab, 12)
+    write_build(model, tmp_path / "b")
+    rng = np.random.default_rng(16)
+    texts = ["".join(rng.choice(vocab[2:] + ["x", "中"], rng.integers(1, 20))) for _ in range(30)]
+    np.savez(tmp_path / "d.npz", x=np.ones((30, 16), np.int64), texts=np.array(texts))
+    r = emulate(tmp_path / "b", tmp_path / "d.npz")
+    assert r["utf8_mismatches"] == 0 and r["utf8_token_mismatches"] == 0, r
