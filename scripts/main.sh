@@ -6,7 +6,9 @@
 #   2. kd2mcu build: the run's integer model generated as C, plus an STM32F405 firmware project;
 #   3. kd2mcu sim: the C, compiled with gcc, checked bit for bit against the Python integer reference
 #      on the held-out test split;
-#   4. kd2mcu emulate: the firmware, cross-compiled, run in QEMU and checked the same way; kd2mcu report.
+#      (and the same samples in raw units through the C's own normalization);
+#   4. kd2mcu emulate: the firmware, cross-compiled, run in QEMU and checked the same way; kd2mcu validate
+#      --qemu: the board firmware's serial runner in QEMU, fed over a pty; kd2mcu report.
 # Output: runs/default/ (the run folder) and runs/default/build/ (sources and firmware project).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +20,7 @@ $KD build "$OUT" --out "$OUT/build" --force
 $KD sim "$OUT/build" --inputs "$OUT/test.npz" --save "$OUT/test_logits.npz"
 if command -v arm-none-eabi-gcc >/dev/null && command -v qemu-system-arm >/dev/null; then
     $KD emulate "$OUT/build" --inputs "$OUT/test.npz"
+    $KD validate "$OUT/build" --qemu --inputs "$OUT/test.npz"
     $KD report "$OUT/build"
 else
     echo "main: arm-none-eabi-gcc or qemu-system-arm missing (scripts/setup.sh installs them as root): firmware not emulated"
