@@ -45,6 +45,7 @@ class Board:
     flash_address: str
     core_clock_hz: int = 0  # the part's full core clock (the product's), for latency figures
     clock: dict = None  # the PLL, flash and bus settings for that clock (firmware/src/clock.c), as -D flags
+    power: dict = None  # run-mode current at that clock with its datasheet source, for energy estimates
 
 
 def memory_bytes(size: str) -> int:
@@ -86,7 +87,7 @@ def load_board(name: str) -> Board:
         raise UserError(f"unknown target {str(name)[:80]!r}: choose one of {', '.join(boards())}")
     d = json.loads((resource_dir("firmware") / "boards" / f"{name}.json").read_text())
     board = Board(d["name"], d["description"], d["cpu_flags"], d["memory"], d["usart"], d["emulator"],
-                  d["openocd_target"], d["flash_address"], int(d.get("core_clock_hz", 0)), dict(d.get("clock", {})))
+                  d["openocd_target"], d["flash_address"], int(d.get("core_clock_hz", 0)), dict(d.get("clock", {})), d.get("power"))
     _check_board(board)
     return board
 

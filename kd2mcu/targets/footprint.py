@@ -113,6 +113,12 @@ def footprint(build_dir: Path, opt: str = "-O2", portable: Optional[bool] = None
                                       f"{hz / 1e6:g} MHz, {v['samples']} inputs; the longest input scaled by steps)"),
                     "latency_typical_ms": v["cycles_per_inference"] / hz * 1e3, "typical_steps": round(steps, 1),
                     "latency_longest_ms": longest / hz * 1e3, "board_cycles_per_inference": v["cycles_per_inference"]})
+    if "latency_typical_ms" in out and board.power:
+        watts = board.power["run_current_ma"] * 1e-3 * board.power["supply_v"]
+        out.update({"energy_typical_uj": watts * out["latency_typical_ms"] * 1e3,
+                    "energy_longest_uj": watts * out["latency_longest_ms"] * 1e3,
+                    "energy_basis": (f"{board.power['run_current_ma']:g} mA x {board.power['supply_v']:g} V x latency; "
+                                     f"{board.power['source']}")})
     return out
 
 
@@ -143,6 +149,12 @@ def format_report(r: dict) -> str:
             rows += [(f"latency, typical input ({r['typical_steps']:g} steps)", f"{r['latency_typical_ms']:.3f} ms"),
                      (f"latency, longest input ({r['max_steps']} steps)", f"{r['latency_longest_ms']:.3f} ms"),
                      ("latency from", r["latency_basis"])]
+        if "energy_typical_uj" in r:
+            rows += [("energy per inference, typical / longest", f"{r['energy_typical_uj']:.1f} / "
+                                                                 f"{r['energy_longest_uj']:.1f} uJ (estimate)"),
+                     ("energy from", r["energy_basis"])]
+        else:
+            rows.append(("energy per inference", "no run-mode current in the board file"))
     else:
         rows.append(("instructions", "not measured yet: run kd2mcu emulate DIR"))
     width = max(len(a) for a, _ in rows)

@@ -236,6 +236,7 @@ def test_report_prefers_cycles_measured_on_a_board(tmp_path):
     assert r["latency_typical_ms"] == pytest.approx(0.5) and r["latency_longest_ms"] == pytest.approx(1.0)
     assert 0 < r["flash_share"] < 0.05 and r["part_flash_bytes"] == 1024 * 1024
     assert "of the part's 1,024 KB" in kd2mcu("report", tmp_path / "b").stdout
+    assert r["energy_typical_uj"] == pytest.approx(40e-3 * 3.3 * 0.5e3) and "DocID022152" in r["energy_basis"]
 
 
 def test_qemu_encodes_utf8_texts_as_python_does(tmp_path):
