@@ -8,7 +8,12 @@ state starting at zero. Cycles: an estimate for a zero-wait-state Cortex-M4, fro
 trace of one inference and the TRM's cost per instruction class (see benchmarks/m4_cycles.py).
 
 The first table is the default build (fast layout, DSP path, -O2). The second shows the options:
--Os, the compact int8 layout, and the portable C path (what a Cortex-M3 or M0+ runs).
+-Os, the compact int8 layout, the portable C path (what a Cortex-M3 or M0+ runs), and block-sparse
+models (50% and 75% of the blocks of 4 inputs x 4 gates zero, as [prune] sparsity leaves them), with
+their instructions and flash as a share of the same dense model's.
+
+CMSIS-NN: exact instruction counts of arm_lstm_unidirectional_s8 (CMSIS-NN 99f736a, the same compiler,
+flags and QEMU, counted by a TCG plugin outside this project, on the models this benchmark draws).
 
 Run: .venv/bin/python benchmarks/bench_mcu.py [--samples 3] [--sizes S1,S2,S3,S4] [--no-options]
 """
@@ -24,14 +29,18 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# size: (inputs, hidden, steps, CMSIS-NN instructions per inference: C path, with inline-asm requantization)
-SIZES = {"S1": (6, 32, 100, 2_828_189, 2_503_001), "S2": (12, 64, 29, 2_035_107, 1_888_008),
-         "S3": (64, 128, 50, 12_507_501, 12_002_567), "S4": (3, 8, 50, 325_759, 283_562)}
+# size: (inputs, hidden, steps, CMSIS-NN's exact instructions per inference)
+SIZES = {"S1": (6, 32, 100, 2_668_765), "S2": (12, 64, 29, 1_971_204), "S3": (64, 128, 50, 12_291_267),
+         "S4": (3, 8, 50, 301_602)}
 CODE_TARGET = 8192  # bytes of model code (no weights) for S3 at -O2
-# (label, layout, optimization, portable C path)
-DEFAULT = ("fast, DSP, -O2", "fast", "-O2", False)
-OPTIONS = [("fast, DSP, -Os", "fast", "-Os", False), ("compact, DSP, -O2", "compact", "-O2", False),
-           ("compact, DSP, -Os", "compact", "-Os", False), ("fast, portable C, -O2", "fast", "-O2", True)]
+# (label, layout, optimization, portable C path, share of zero blocks)
+DEFAULT = ("fast, DSP, -O2", "fast", "-O2", False, 0.0)
+OPTIONS = [("fast, DSP, -Os", "fast", "-Os", False, 0.0), ("compact, DSP, -O2", "compact", "-O2", False, 0.0),
+           ("compact, DSP, -Os", "compact", "-Os", False, 0.0), ("fast, portable C, -O2", "fast", "-O2", True, 0.0),
+           ("fast, DSP, 50% sparse", "fast", "-O2", False, 0.5), ("fast, DSP, 75% sparse", "fast", "-O2", False, 0.75),
+           ("compact, DSP, 50% sparse", "compact", "-O2", False, 0.5),
+           ("compact, DSP, 75% sparse", "compact", "-O2", False, 0.75),
+           ("fast, portable C, 50% sparse", "fast", "-O2", True, 0.5)]
 
 
 def _table(head, rows):
@@ -46,17 +55,19 @@ def measure(key, variant, samples):
     from kd2mcu.codegen.render import PORTABLE_CFLAGS
     from kd2mcu.commands.build import write_build
     from kd2mcu.quant import reference
-    from kd2mcu.quant.random_model import ModelShape, random_model
+    from kd2mcu.quant.random_model import ModelShape, random_model, zero_blocks
     from kd2mcu.targets import firmware
     from kd2mcu.targets.footprint import footprint, macs
     from kd2mcu.targets.hostsim import compare
     from kd2mcu.targets.qemu import run_in_qemu
 
-    _, layout, opt, portable = variant
-    I, H, T, _, _ = SIZES[key]
+    _, layout, opt, portable, sparsity = variant
+    I, H, T, _ = SIZES[key]
     board = firmware.load_board("stm32f405")
     rng = np.random.default_rng(1)
     model = random_model(rng, ModelShape(input_size=I, hidden=H, steps=T, classes=4))
+    if sparsity:
+        zero_blocks(model, sparsity, np.random.default_rng(2))
     cflags = PORTABLE_CFLAGS if portable else ""
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp) / "b"
@@ -89,7 +100,7 @@ def main():
 
     rows, option_rows = [], []
     for key in keys:
-        I, H, T, cmsis_c, cmsis_asm = SIZES[key]
+        I, H, T, cmsis_asm = SIZES[key]
         m = measure(key, DEFAULT, args.samples)
         code = f"{m['code']:,}" + (f" (<= {CODE_TARGET:,})" if key == "S3" else "")
         rows.append([key, f"{I}/{H}/{T}", f"{m['n']:,.0f}", f"{m['n'] / T:,.0f}", f"{m['n'] / m['macs']:.2f}",
@@ -97,27 +108,32 @@ def main():
                      f"{m['flash']:,}", f"{m['ram']:,}", f"{cmsis_asm:,}", f"{m['n'] / cmsis_asm:.2f}", f"{cmsis_asm / 2:,.0f}",
                      "yes" if m["n"] <= cmsis_asm / 2 else "NO", m["exact"]])
         if not args.no_options:
+            dense = {}
             for variant in OPTIONS:
                 o = measure(key, variant, args.samples)
+                same = (variant[1], variant[3])  # the dense build of the same layout and path
+                if not variant[4] and variant[2] == "-O2":
+                    dense[same] = o
+                base = dense.get(same, m) if variant[4] else None
                 option_rows.append([key, variant[0], f"{o['n']:,.0f}", f"{o['n'] / m['macs']:.2f}",
                                     f"{o['cycles']:,.0f}", f"{o['code']:,}", f"{o['weights']:,}", f"{o['flash']:,}",
-                                    f"{o['ram']:,}",
-                                    f"{o['n'] / cmsis_asm:.2f}", o["exact"]])
+                                    f"{o['ram']:,}", f"{o['n'] / cmsis_asm:.2f}",
+                                    f"{o['n'] / base['n']:.2f}" if base else "", f"{o['flash'] / base['flash']:.2f}"
+                                    if base else "", o["exact"]])
     print(f"stm32f405 (QEMU netduinoplus2), arm-none-eabi-gcc, {args.samples} random sequences per size. "
           "Default build: fast layout, DSP path, -O2.")
     print("instr: SysTick under -icount shift=0, whole run call (LSTM + head), state from zero. "
           "cycles: zero-wait-state Cortex-M4 estimate (m4_cycles.py).")
     print("code B: the model's functions; weights B: its arrays; flash B: code and all constants (weights, "
           "activation tables); RAM B: state, static buffers and stack of the run call.")
-    print("CMSIS-NN: arm_lstm_unidirectional_s8 with inline-asm requantization, same compiler, flags and emulator.")
+    print("CMSIS-NN: arm_lstm_unidirectional_s8 (99f736a), exact instruction counts, same compiler, flags and emulator.")
     print(_table(["size", "I/H/T", "instr/inference", "instr/step", "instr/MAC", "est. cycles", "cycles/instr",
                   "code B", "weights B", "flash B", "RAM B", "CMSIS-NN instr", "ratio", "target (1/2)", "met", "bit-exact"],
                  rows))
     if option_rows:
         print("\nOptions (kd2mcu build --layout compact; -Os; KD2MCU_PORTABLE = the path for cores without DSP):")
         print(_table(["size", "build", "instr/inference", "instr/MAC", "est. cycles", "code B", "weights B", "flash B",
-                      "RAM B",
-                      "ratio to CMSIS-NN", "bit-exact"], option_rows))
+                      "RAM B", "ratio to CMSIS-NN", "instr / dense", "flash / dense", "bit-exact"], option_rows))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import keyword
 import re
 from pathlib import Path
+from typing import Optional
 
 import jinja2
 import numpy as np
@@ -177,6 +178,43 @@ def check_layout(layout: str) -> str:
     return layout
 
 
+# A direction whose weights hold at least this share of zero blocks (4 inputs x 4 gates of one unit: the
+# granularity of the generated loops) is stored block-sparse: only the surviving blocks, with an index.
+SPARSE_MIN = 0.25
+
+
+def sparse_blocks(wx: np.ndarray, wh: np.ndarray) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """(keep_x [H, x groups], keep_h [H, h groups]) where a direction of weights wx [H, 4, I], wh [H, 4, H]
+    is sparse enough to store block-sparse (``SPARSE_MIN``), else None. A block survives unless its 16
+    weights (4 gates x 4 columns of one unit) are all zero."""
+    def keep(w):
+        H, G, n = w.shape
+        padded = np.zeros((H, G, -(-n // 4) * 4), np.int64)
+        padded[:, :, :n] = w
+        return np.any(padded.reshape(H, G, -1, 4) != 0, axis=(1, 3))
+    kx, kh = keep(wx), keep(wh)
+    zero = 1.0 - (kx.sum() + kh.sum()) / max(kx.size + kh.size, 1)
+    return (kx, kh) if zero >= SPARSE_MIN else None
+
+
+def _direction_weights(bx, wxw, whw, blocks) -> dict:
+    """The template's weight arrays of one direction: per unit the 4 biases and every group's words (dense),
+    or only the surviving groups' words with their group numbers and counts per unit (block-sparse)."""
+    H = len(bx)
+    if blocks is None:
+        return {"sparse": False, "w": c_array(np.concatenate([bx, wxw.reshape(H, -1), whw.reshape(H, -1)], axis=1))}
+    kx, kh = blocks
+    rows, idx = [], []
+    for r in range(H):
+        gx, gh = np.flatnonzero(kx[r]), np.flatnonzero(kh[r])
+        rows.append(np.concatenate([bx[r], wxw[r, gx].ravel(), whw[r, gh].ravel()]))
+        idx += [*gx, *gh]
+    w = np.concatenate(rows)
+    return {"sparse": True, "w": c_array(w), "w_len": len(w), "idx": c_array(idx), "idx_len": max(len(idx), 1),
+            "nx": c_array(kx.sum(1)), "nh": c_array(kh.sum(1)), "kept_blocks": int(kx.sum() + kh.sum()),
+            "blocks": int(kx.size + kh.size)}
+
+
 def context(model: IntModel, name: str, layout: str = "fast") -> dict:
     check_layout(layout)
     fast = layout == "fast"
@@ -203,11 +241,13 @@ def context(model: IntModel, name: str, layout: str = "fast") -> dict:
                               for n, x in enumerate(g))
             reverse = dn == 1 or layer.reverse
             label = "backward" if reverse else "forward"
+            wxw = words(wx.transpose(1, 0, 2)).reshape(H, -(-I // 4), group_words)
+            whw = words(wh.transpose(1, 0, 2)).reshape(H, -(-H // 4), group_words)
+            blocks = sparse_blocks(wx, wh)
             dirs.append({
                 "label": label, "reverse": reverse, "prefix": f"L{k}{label[0].upper()}",
                 "fn": f"{name}_layer{k}_{label}_step", "state_offset": offset, "output_offset": dn * H,
-                "w": c_array(np.concatenate([bx, words(wx.transpose(1, 0, 2)).reshape(H, -1),
-                                             words(wh.transpose(1, 0, 2)).reshape(H, -1)], axis=1)),
+                **_direction_weights(bx, wxw, whw, blocks),
                 "gates": [{"name": n, "activation": "kd2mcu_tanh16" if n == "g" else "kd2mcu_sigmoid16",
                            "mx": c_int32(x.input_mult[0]), "sx": x.input_mult[1],
                            "mh": c_int32(x.hidden_mult[0]), "sh": x.hidden_mult[1]} for n, x in zip(GATES, g)],

@@ -104,3 +104,19 @@ def random_inputs(rng: np.random.Generator, model: IntModel, n: int, steps: int)
     lengths[half:] = rng.integers(1, steps + 1, size=n - half)
     dtype = np.int32 if model.is_token_model else np.int8
     return x.astype(dtype), lengths
+
+
+def zero_blocks(model: IntModel, sparsity: float, rng: np.random.Generator) -> IntModel:
+    """Set a random share ``sparsity`` of every gate matrix's blocks (4 inputs x 4 gates of one hidden unit,
+    the granularity of block-sparse pruning and of the generated loops) to zero, in place."""
+    for layer in model.layers:
+        for d in layer.directions:
+            for key in ("wx", "wh"):
+                H, n = d.gates["f"].__dict__[key].shape
+                groups = -(-n // 4)
+                pruned = rng.permutation(H * groups)[:int(round(sparsity * H * groups))]
+                for b in pruned:
+                    r, q = divmod(int(b), groups)
+                    for g in GATES:
+                        d.gates[g].__dict__[key][r, 4 * q:4 * q + 4] = 0
+    return model

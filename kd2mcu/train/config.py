@@ -101,6 +101,12 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
         "batch_size": (0, "batch size (0: auto, 8, or 64 on a training split above 2000 samples)"),
         "grad_clip": (1.0, "gradient norm clipping"),
     },
+    "prune": {
+        "sparsity": (0.0, "share of blocks (4 inputs x 4 gates of one hidden unit) pruned to zero in every LSTM weight "
+                          "matrix; the generated C stores and computes only the others (0: dense)"),
+        "start": (0.1, "fraction of stage 2 at which gradual magnitude pruning starts"),
+        "end": (0.6, "fraction of stage 2 at which the target sparsity is reached (a cubic ramp); QAT keeps the mask"),
+    },
     "qat": {
         "enabled": (True, "stage 3: keep distilling while the forward pass imitates the int8 kernel exactly"),
         "epochs": (10, "stage 3 epochs (the distilled student competes too: the epoch best on validation is kept)"),
@@ -212,6 +218,8 @@ def validate(cfg: dict, source: str) -> dict:
         (0 <= d["transfer"] <= 100, "[distill] transfer must lie in 0..100"),
         (0.0 <= d["transfer_mixup"] <= 1.0, "[distill] transfer_mixup must lie in 0..1"),
         (d["select"] in ("accuracy", "loss"), "[distill] select must be accuracy or loss"),
+        (0.0 <= cfg["prune"]["sparsity"] <= 0.95, "[prune] sparsity must lie in 0..0.95"),
+        (0.0 <= cfg["prune"]["start"] < cfg["prune"]["end"] <= 1.0, "[prune] needs 0 <= start < end <= 1"),
         (all(0 <= v <= MAX_EPOCHS for v in (t["epochs"], d["warmup_epochs"], d["epochs"], cfg["qat"]["epochs"])),
          f"epochs must lie in 0..{MAX_EPOCHS}"),
         (d["batch_size"] <= 65536 and t["batch_size"] <= 65536, "batch sizes must be at most 65536"),

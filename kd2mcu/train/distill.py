@@ -84,15 +84,20 @@ def _stage_args(dcfg: dict, seed: int) -> dict:
 
 
 def train_hard(student: TinyLSTM, task: TaskData, dcfg: dict, epochs: int, seed: int, name: str,
-               quiet: bool = False) -> dict:
-    """Hard labels only (the warm-up, and the no-teacher baseline)."""
+               quiet: bool = False, pruner=None) -> dict:
+    """Hard labels only (the warm-up, and the no-teacher baseline); ``pruner`` (kd2mcu.train.prune) masks
+    the weights after every step."""
     xt, lt, yt = torch.from_numpy(task.x_train), torch.from_numpy(task.len_train), torch.from_numpy(task.y_train)
 
     def step_loss(idx, epoch):
         return F.cross_entropy(student(xt[idx], lt[idx])[0], yt[idx])
 
-    return run_stage(name, [student], step_loss, len(yt), epochs=epochs, quiet=quiet,
-                     evaluate=lambda: accuracy(student, task.x_val, task.len_val, task.y_val), **_stage_args(dcfg, seed))
+    history = run_stage(name, [student], step_loss, len(yt), epochs=epochs, quiet=quiet,
+                        evaluate=lambda: accuracy(student, task.x_val, task.len_val, task.y_val),
+                        after_step=pruner.after_step if pruner is not None else None, **_stage_args(dcfg, seed))
+    if pruner is not None:
+        pruner.finalize()
+    return history
 
 
 def attention_loss(scores: torch.Tensor, target: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -121,7 +126,7 @@ def make_adapters(teacher: TeacherOutputs, student: TinyLSTM, beta: float) -> li
 
 
 def train_distill(student: TinyLSTM, adapters: list[Adapter], task: TaskData, teacher: TeacherOutputs, dcfg: dict,
-                  seed: int, quiet: bool = False, attention_proj: Optional[torch.nn.Module] = None) -> dict:
+                  seed: int, quiet: bool = False, attention_proj: Optional[torch.nn.Module] = None, pruner=None) -> dict:
     """Stage 2: soft targets, hard labels and hidden-state alignment; with ``[distill] transfer = K`` the
     training split is joined by K augmented views of it (``kd2mcu.train.augment``) that the teacher labels
     (their hard label: the teacher's class), where the teacher can label new inputs and nothing is aligned."""
@@ -170,9 +175,12 @@ def train_distill(student: TinyLSTM, adapters: list[Adapter], task: TaskData, te
     if dcfg["select"] == "loss" and len(task.y_val):
         def score():
             return -validation_loss(student, task, teacher, dcfg)
-    return run_stage("distill", [student, *adapters, *extra], step_loss, len(yt), epochs=epochs, quiet=quiet,
-                     evaluate=lambda: accuracy(student, task.x_val, task.len_val, task.y_val), score=score,
-                     **_stage_args(dcfg, seed))
+    history = run_stage("distill", [student, *adapters, *extra], step_loss, len(yt), epochs=epochs, quiet=quiet,
+                        evaluate=lambda: accuracy(student, task.x_val, task.len_val, task.y_val), score=score,
+                        after_step=pruner.after_step if pruner is not None else None, **_stage_args(dcfg, seed))
+    if pruner is not None:
+        pruner.finalize()
+    return history
 
 
 def validation_loss(student: TinyLSTM, task: TaskData, teacher: TeacherOutputs, dcfg: dict) -> float:
@@ -220,6 +228,16 @@ def train_qat(student: TinyLSTM, stats, task: TaskData, teacher: TeacherOutputs,
             logits = qat_forward(student, current(), torch.from_numpy(task.x_val), torch.from_numpy(task.len_val))
         return float(np.mean(logits.numpy().argmax(1) == task.y_val))
 
+    from kd2mcu.train import prune
+
+    masks = prune.fixed(student) if prune.achieved(student) > 0 else None  # pruned blocks stay pruned
+
+    def keep_masks(epoch):
+        with torch.no_grad():
+            for w, m in zip(prune._matrices(student), masks):
+                w.mul_(m)
+
     history = run_stage("QAT", [student], step_loss, len(yt), epochs=qcfg["epochs"], quiet=quiet,
-                        evaluate=val_accuracy, keep_start=True, **dict(_stage_args(dcfg, seed), lr=qcfg["lr"]))
+                        evaluate=val_accuracy, keep_start=True, after_step=keep_masks if masks else None,
+                        **dict(_stage_args(dcfg, seed), lr=qcfg["lr"]))
     return history, current()

@@ -26,7 +26,8 @@ def run_stage(name: str, modules: list[torch.nn.Module], step_loss: Callable[[np
               n: int, *, epochs: int, lr: float, weight_decay: float, batch_size: int, grad_clip: float,
               seed: int, evaluate: Optional[Callable[[], Optional[float]]] = None, quiet: bool = False,
               keep_start: bool = False, param_groups: Optional[list[dict]] = None, patience: int = 0,
-              score: Optional[Callable[[], Optional[float]]] = None) -> dict:
+              score: Optional[Callable[[], Optional[float]]] = None,
+              after_step: Optional[Callable[[int], None]] = None) -> dict:
     """Train ``modules`` for ``epochs``; ``step_loss(batch_indices, epoch)`` returns the loss of one batch.
 
     With ``keep_start`` the weights the stage starts from compete too (best_epoch -1 when they win, and
@@ -73,6 +74,8 @@ def run_stage(name: str, modules: list[torch.nn.Module], step_loss: Callable[[np
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
             opt.step()
             sched.step()
+            if after_step is not None:  # e.g. pruning masks (kd2mcu.train.prune)
+                after_step(epoch)
             losses.append(float(loss.detach()))
         for m in modules:
             m.eval()

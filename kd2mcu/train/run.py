@@ -252,12 +252,16 @@ def _distill_and_write(stage: Path, cfg: dict, quiet: bool, task: TaskData, teac
     student = distill.build_student(task, cfg["student"], seed)
     adapters = distill.make_adapters(teacher, student, dcfg["beta"])
     histories = [dict(h, run="teacher") for h in teacher.history]
+    from kd2mcu.train import prune
+
     h1 = distill.train_hard(student, task, dcfg, dcfg["warmup_epochs"], seed, "warm-up", quiet)
     attention_proj = distill.make_attention_projection(teacher, student, dcfg["gamma"], task.max_len)
     if dcfg["gamma"] > 0 and attention_proj is None:
         raise UserError(f"[distill] gamma = {dcfg['gamma']}: attention transfer needs a transformer teacher trained "
                         f"here (kind transformer, alone or in an ensemble); this one is {cfg['teacher']['kind']}")
-    h2 = distill.train_distill(student, adapters, task, teacher, dcfg, seed + 1, quiet, attention_proj=attention_proj)
+    pruner = prune.Pruner(student, cfg["prune"], dcfg["epochs"]) if cfg["prune"]["sparsity"] > 0 else None
+    h2 = distill.train_distill(student, adapters, task, teacher, dcfg, seed + 1, quiet, attention_proj=attention_proj,
+                               pruner=pruner)
     histories += [dict(h1, run="student"), dict(h2, run="student")]
     float_logits = distill.predict(student, task.x_test, task.len_test)
     distilled_val = distill.accuracy(student, task.x_val, task.len_val, task.y_val)
@@ -265,7 +269,9 @@ def _distill_and_write(stage: Path, cfg: dict, quiet: bool, task: TaskData, teac
     baseline = baseline_test = baseline_val = None
     if cfg["run"]["baseline"] or dcfg["fallback"]:  # the same student trained without the teacher
         baseline = distill.build_student(task, cfg["student"], seed)
-        hb = distill.train_hard(baseline, task, dcfg, dcfg["warmup_epochs"] + dcfg["epochs"], seed, "baseline", quiet)
+        epochs_b = dcfg["warmup_epochs"] + dcfg["epochs"]
+        hb = distill.train_hard(baseline, task, dcfg, epochs_b, seed, "baseline", quiet,
+                                pruner=prune.Pruner(baseline, cfg["prune"], epochs_b) if pruner is not None else None)
         histories.append(dict(hb, run="baseline (no teacher)"))
         baseline_test = distill.accuracy(baseline, task.x_test, task.len_test, task.y_test)
         baseline_val = distill.accuracy(baseline, task.x_val, task.len_val, task.y_val)
@@ -306,6 +312,7 @@ def _distill_and_write(stage: Path, cfg: dict, quiet: bool, task: TaskData, teac
         "attention_transfer": attention_proj is not None,
         "shipped_float_accuracy": float(np.mean(test_pred == task.y_test)),
         "student_params": student.num_params(),
+        "block_sparsity": prune.achieved(student),
         "teacher_params": teacher.params or None,
         "seed": seed,
         "seconds": {"teacher": round(t_teacher, 1), "student": round(t_student, 1)},
