@@ -590,3 +590,16 @@ def test_the_header_source_names_the_run(run, tmp_path):
     (run / "data.json").write_text(json.dumps({"name": "basic_motions"}))
     assert kd2mcu("build", run, "--out", tmp_path / "b2").returncode == 0
     assert "(dataset basic_motions;" in (tmp_path / "b2" / "src" / "kd2mcu_model.h").read_text()
+
+
+def test_bad_raw_inputs_and_texts_are_one_line(tmp_path):
+    from kd2mcu.dataio import load_npz
+    from kd2mcu.errors import UserError
+
+    np.savez(tmp_path / "a.npz", x=np.zeros((2, 3, 2), np.float32), x_raw=np.zeros((2, 3, 3), np.float32))
+    np.savez(tmp_path / "b.npz", x=np.zeros((2, 3), np.int64), texts=np.array([1, 2]))
+    np.savez(tmp_path / "c.npz", x=np.zeros((2, 3, 2), np.float32), x_raw=np.zeros((2, 3, 2), np.int32))
+    for name, words in (("a", "x_raw must hold x's samples"), ("b", "texts must be strings"),
+                        ("c", "x_raw must hold x's samples")):
+        with pytest.raises(UserError, match=words):
+            load_npz(tmp_path / f"{name}.npz")

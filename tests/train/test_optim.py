@@ -29,3 +29,15 @@ def test_patience_stops_after_that_many_epochs_without_a_gain():
 def test_no_patience_runs_every_epoch():
     h = _stage([0.5, 0.7, 0.7, 0.6, 0.7, 0.9, 0.95], patience=0)
     assert "stopped_early_at" not in h and len(h["loss"]) == 7 and h["best_epoch"] == 6
+
+
+def test_a_score_picks_the_epoch_instead_of_the_accuracy():
+    model = torch.nn.Linear(2, 1)
+    x = torch.ones(4, 2)
+    accs, scores = iter([0.9, 0.5, 0.6]), iter([-3.0, -1.0, -2.0])  # accuracy would keep epoch 0
+    steps = []
+    h = run_stage("t", [model], lambda idx, epoch: (model(x[idx]) ** 2).mean(), 4, epochs=3, lr=1e-2,
+                  weight_decay=0.0, batch_size=2, grad_clip=1.0, seed=0, evaluate=lambda: next(accs),
+                  score=lambda: next(scores), quiet=True, after_step=steps.append)
+    assert h["best_epoch"] == 1 and h["val_score"] == [-3.0, -1.0, -2.0] and h["val_accuracy"] == [0.9, 0.5, 0.6]
+    assert steps == [0, 0, 1, 1, 2, 2]  # after every optimizer step, with its epoch

@@ -191,3 +191,18 @@ def test_tfidf_teacher_reads_token_ids_of_user_data(tmp_path):
     acc = np.mean((out.logits["test"].argmax(1) == task.y_test)[has_marker])
     assert acc >= 0.9, acc  # the marker token as a unigram feature
     assert out.label is None and out.hidden == [] and not out.per_step
+
+
+def test_mixup_views_mix_two_sequences_within_the_shorter_length():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(6, 20, 2)).astype(np.float32)
+    lengths = np.array([20, 20, 12, 20, 7, 20])
+    x[np.arange(20)[None, :] >= lengths[:, None]] = 0
+    plain, lp = views(x, lengths, 1, copies=3, seed=2)
+    mixed, lm = views(x, lengths, 1, copies=3, seed=2, mixup=1.0)
+    assert mixed.shape == plain.shape and np.all(lm <= lp)
+    assert not np.array_equal(mixed, plain)
+    for i, n in enumerate(lm):
+        assert not mixed[i, n:].any()  # nothing past the mixed length
+    again, _ = views(x, lengths, 1, copies=3, seed=2, mixup=1.0)
+    assert np.array_equal(again, mixed)
