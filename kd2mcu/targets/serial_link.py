@@ -136,11 +136,14 @@ class Link:
         """One sample: (rc, logits int8 [C], h int8 [S], c int16 [S], timer ticks)."""
         dtype = "<i4" if model.is_token_model else "i1"
         self.send(frame(b"I", struct.pack("<I", steps) + np.ascontiguousarray(x_q[:steps]).astype(dtype).tobytes()))
-        try:
-            kind, payload = self.receive(self.timeout)
-        except TimeoutError:
-            raise UserError(f"--port {self.port}: no result from the board within {self.timeout:g} s (--timeout); "
-                            "reset the board and check that it runs this build's firmware") from None
+        deadline = time.monotonic() + self.timeout
+        kind = b"H"
+        while kind == b"H":  # a late answer to a repeated hello (the board was still starting) is skipped
+            try:
+                kind, payload = self.receive(max(deadline - time.monotonic(), 0.0))
+            except TimeoutError:
+                raise UserError(f"--port {self.port}: no result from the board within {self.timeout:g} s (--timeout); "
+                                "reset the board and check that it runs this build's firmware") from None
         C, S = model.num_classes, sum(model.state_sizes())
         if kind != b"R" or len(payload) != 4 + C + S + 2 * S + 4:
             raise UserError(f"--port {self.port}: an unexpected {kind!r} frame of {len(payload)} bytes from the board")

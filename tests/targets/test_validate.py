@@ -173,3 +173,33 @@ def test_the_firmware_refuses_damaged_frames_and_keeps_going(build):
                 link.receive(5)
         rc, logits, h, c, ticks = link.infer(model, np.zeros((3, model.input_size), np.int8), 3)
         assert rc == 0 and ticks > 0
+
+
+def test_a_late_second_hello_answer_is_skipped(build):
+    """A board still starting answers the repeated hellos late: those answers are not taken for results."""
+    from kd2mcu.quant import reference
+    from kd2mcu.quant.intmodel import IntModel
+
+    _, b = build
+    model = IntModel.load(b / "model.json")
+    C, S = model.num_classes, sum(model.state_sizes())
+
+    def respond(kind, payload):
+        if kind == b"H":
+            return _hello(model) * 2
+        steps = struct.unpack("<I", payload[:4])[0]
+        x = np.frombuffer(payload[4:], np.int8).reshape(1, steps, model.input_size)
+        r = reference.run(model, x, np.array([steps]))
+        body = struct.pack("<i", 0) + r["logits"][0].tobytes() + r["h"][0].tobytes() + \
+            r["c"][0].astype("<i2").tobytes() + struct.pack("<I", 1000)
+        assert len(body) == 4 + C + S + 2 * S + 4
+        return frame(b"R", body)
+
+    board = StandIn(respond)
+    try:
+        proc = kd2mcu("validate", b, "--port", board.port, "--timeout", "3", "--json")
+        assert proc.returncode == 0, proc.stderr
+        r = json.loads(proc.stdout)
+        assert r["mismatches"] == 0 and r["cycles_per_inference"] == 1000 and r["ms_per_inference"] == pytest.approx(1000 / 168e3)
+    finally:
+        board.close()
