@@ -103,11 +103,10 @@ def _stream(port: str, baud: int, timeout: float, model: IntModel, x_q, lengths)
     with Link(port, baud, timeout) as link:
         info = link.hello()
         check_board(info, model, port)
-        bar = click.progressbar(range(N), label="validate", file=None) if N > 50 else None
-        for n in (bar or range(N)):
+        from tqdm import tqdm
+
+        for n in tqdm(range(N), desc="validate", unit="sample", leave=False, disable=N <= 50, dynamic_ncols=True):
             rc[n], logits[n], h[n], c[n], ticks[n] = link.infer(model, x_q[n], int(lengths[n]))
-        if bar is not None:
-            bar.render_finish()
     return info, SimResult(rc, logits, h, c), ticks
 
 

@@ -33,12 +33,12 @@ def test_validate_in_qemu_is_bit_exact(kind, tmp_path):
     rng = np.random.default_rng(21)
     model = random_model(rng, CASES[kind])
     write_build(model, tmp_path / "b")
-    x, lengths = random_inputs(rng, model, 25, CASES[kind].steps)
+    x, lengths = random_inputs(rng, model, 60, CASES[kind].steps)  # above 50: the progress bar runs too
     save_inputs(model, x, lengths, tmp_path / "d.npz")
     proc = kd2mcu("validate", tmp_path / "b", "--qemu", "--inputs", tmp_path / "d.npz", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     r = json.loads(proc.stdout)
-    assert r["samples"] == 25 and r["mismatches"] == 0
+    assert r["samples"] == 60 and r["mismatches"] == 0
     assert r["instructions_per_inference"] > 0 and r["timer"] == "systick"
     assert (tmp_path / "b" / "firmware" / "build" / "board" / "firmware.elf").is_file()
     assert json.loads((tmp_path / "b" / "validate.json").read_text())["mismatches"] == 0
