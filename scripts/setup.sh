@@ -32,6 +32,29 @@ if [ ${#need_arm[@]} -gt 0 ]; then
     fi
 fi
 
+# QEMU 7.2's qemu-plugin.h, for the memory-system cycle model (benchmarks/cycle_model/): from Debian's qemu
+# source package of the installed QEMU, into .venv/qemu-plugin/. Root only (a deb-src entry is added).
+qemu_plugin_header() {
+    [ -e .venv/qemu-plugin/qemu-plugin.h ] && return 0
+    command -v qemu-system-arm >/dev/null 2>&1 || return 1
+    [ "$(id -u)" -eq 0 ] || { echo "setup: warning: not root: the cycle model's qemu-plugin.h is not installed" >&2; return 1; }
+    if ! grep -rqs "deb-src" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        suite=$(. /etc/os-release && echo "$VERSION_CODENAME")
+        printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: %s %s-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\nTypes: deb-src\nURIs: http://deb.debian.org/debian-security\nSuites: %s-security\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+            "$suite" "$suite" "$suite" > /etc/apt/sources.list.d/kd2mcu-src.sources
+        apt-get update -qq
+    fi
+    tmp=$(mktemp -d)
+    version=$(dpkg-query -W -f='${source:Version}' qemu-system-arm 2>/dev/null || true)
+    (cd "$tmp" && { apt-get source -qq --download-only "qemu=$version" >/dev/null 2>&1 || \
+                    apt-get source -qq --download-only qemu >/dev/null 2>&1; }) || { rm -rf "$tmp"; return 1; }
+    mkdir -p .venv/qemu-plugin
+    tar -xJf "$tmp"/qemu_*.orig.tar.xz -C "$tmp" --wildcards '*/include/qemu/qemu-plugin.h' &&
+        cp "$tmp"/qemu-*/include/qemu/qemu-plugin.h .venv/qemu-plugin/
+    rm -rf "$tmp"
+    [ -e .venv/qemu-plugin/qemu-plugin.h ] && echo "setup: qemu-plugin.h for the cycle model in .venv/qemu-plugin/"
+}
+
 python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' || {
     echo "setup: kd2mcu needs Python 3.10 or newer (found $(python3 --version 2>&1))" >&2; exit 2; }
 
@@ -40,4 +63,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # torch==2.13.0 is the CPU wheel; pip takes it from the local wheel store where the machine has one.
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+qemu_plugin_header || true
 echo "setup: ready (.venv/bin/kd2mcu --help)"
