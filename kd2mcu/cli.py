@@ -193,21 +193,27 @@ def sim(build_dir: Path, inputs: Path, opt: str, sanitize: bool, as_json: bool, 
             click.echo(f"first mismatch: {result['first_mismatch']}")
         if result["predict_mismatches"]:
             click.echo(f"predict: {result['predict_mismatches']} samples where NAME_predict is not the argmax")
-        if "raw_mismatches" in result:
-            line = (f"raw {result['raw_inputs']}: {result['raw_mismatches']} mismatching "
-                    f"({result['raw_input_mismatches']} in the int8 inputs)")
-            click.echo(line + (f", accuracy {result['raw_accuracy']:.2%}" if "raw_accuracy" in result else ""))
-        if "utf8_mismatches" in result:
-            line = (f"UTF-8 texts (NAME_encode_utf8): {result['utf8_mismatches']} mismatching "
-                    f"({result['utf8_token_mismatches']} in the token ids; {result['utf8_differs_from_x']} differ "
-                    "from the ids in x)")
-            click.echo(line + (f", accuracy {result['utf8_accuracy']:.2%}" if "utf8_accuracy" in result else ""))
+        _echo_preprocessing(result, "")
         for key in ("raw_skipped", "utf8_skipped"):
             if key in result:
                 click.echo(result[key])
     failed = result["mismatches"] + result["predict_mismatches"] + result.get("raw_mismatches", 0) + \
         result.get("utf8_mismatches", 0) + result.get("utf8_differs_from_x", 0)
     sys.exit(0 if failed == 0 else 1)
+
+
+def _echo_preprocessing(result: dict, where: str) -> None:
+    """The lines of the checks of the C's own pre-processing (sim; emulate, ``where`` = " on the board")."""
+    def accuracy(key):
+        return f", accuracy {result[key]:.2%}" if key in result else ""
+
+    if "raw_mismatches" in result:
+        click.echo(f"raw {result['raw_inputs']}{where}: {result['raw_mismatches']} mismatching "
+                   f"({result['raw_input_mismatches']} in the int8 inputs)" + accuracy("raw_accuracy"))
+    if "utf8_mismatches" in result:
+        extra = f"; {result['utf8_differs_from_x']} differ from the ids in x" if "utf8_differs_from_x" in result else ""
+        click.echo(f"UTF-8 texts (NAME_encode_utf8){where}: {result['utf8_mismatches']} mismatching "
+                   f"({result['utf8_token_mismatches']} in the token ids{extra})" + accuracy("utf8_accuracy"))
 
 
 def _warn_clipping(result: dict) -> None:
@@ -249,14 +255,7 @@ def emulate(build_dir: Path, inputs, opt: str, as_json: bool, portable: bool):
                    + (f"; accuracy {result['accuracy']:.2%}" if "accuracy" in result else ""))
         if result["first_mismatch"]:
             click.echo(f"first mismatch: {result['first_mismatch']}")
-        if "raw_mismatches" in result:
-            line = (f"raw {result['raw_inputs']} on the board: {result['raw_mismatches']} mismatching "
-                    f"({result['raw_input_mismatches']} in the int8 inputs)")
-            click.echo(line + (f", accuracy {result['raw_accuracy']:.2%}" if "raw_accuracy" in result else ""))
-        if "utf8_mismatches" in result:
-            line = (f"UTF-8 texts (NAME_encode_utf8) on the board: {result['utf8_mismatches']} mismatching "
-                    f"({result['utf8_token_mismatches']} in the token ids)")
-            click.echo(line + (f", accuracy {result['utf8_accuracy']:.2%}" if "utf8_accuracy" in result else ""))
+        _echo_preprocessing(result, " on the board")
     failed = result["mismatches"] + result.get("raw_mismatches", 0) + result.get("utf8_mismatches", 0)
     sys.exit(0 if failed == 0 else 1)
 

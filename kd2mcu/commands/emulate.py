@@ -34,20 +34,8 @@ def emulate(build_dir, inputs=None, opt: str = "-O2", timeout: float = 600.0, po
     project = d / FIRMWARE_DIR
     if not (project / "Makefile").is_file():
         raise UserError(f"{d} has no firmware project: rebuild with kd2mcu build ... --target {board.name}")
-    data = None
-    if inputs is not None:
-        data = fit_frames(model, load_npz(inputs, "--inputs"))
-        if data.steps > model.max_steps:
-            raise UserError(f"--inputs {inputs}: sequences have {data.steps} steps but the model was built for at "
-                            f"most {model.max_steps}; rebuild with --max-steps {data.steps}")
-        x_q, lengths, y = quantize_data(model, data), data.lengths, data.y
-        check_labels_fit(model, data)
-        clipped = clipping(model, data) or {}
-    else:
-        x_q, lengths = _baked_vectors(project / VECTORS_FILE, model)
-        y, clipped = None, {}
+    data, x_q, lengths, y, clipped = board_inputs(model, inputs, project)
     N = len(x_q)
-    lengths = np.full(N, x_q.shape[1], np.int64) if lengths is None else np.asarray(lengths, np.int64)
     ref = reference.run(model, x_q, lengths)
     sim, instructions, source, sizes = run_in_qemu(project, model, board, x_q, lengths, opt, timeout,
                                                    extra_cflags=PORTABLE_CFLAGS if portable else "")
@@ -81,6 +69,24 @@ def emulate(build_dir, inputs=None, opt: str = "-O2", timeout: float = 600.0, po
     except UserError as exc:  # the check itself succeeded: say what is lost, keep the verdict
         click.echo(f"kd2mcu: warning: {exc} (kd2mcu report will not show these instructions)", err=True)
     return result
+
+
+def board_inputs(model: IntModel, inputs, project):
+    """What emulate and validate run: the --inputs file (fitted to the model's frames, checked, quantized) or
+    else the test vectors baked into the firmware. Returns (data or None, x_q, lengths, labels or None,
+    the clipping counts)."""
+    if inputs is not None:
+        data = fit_frames(model, load_npz(inputs, "--inputs"))
+        if data.steps > model.max_steps:
+            raise UserError(f"--inputs {inputs}: sequences have {data.steps} steps but the model was built for at "
+                            f"most {model.max_steps}; rebuild with --max-steps {data.steps}")
+        x_q = quantize_data(model, data)
+        check_labels_fit(model, data)
+        lengths, y, clipped = data.lengths, data.y, clipping(model, data) or {}
+    else:
+        data, (x_q, lengths), y, clipped = None, _baked_vectors(project / VECTORS_FILE, model), None, {}
+    lengths = np.full(len(x_q), x_q.shape[1], np.int64) if lengths is None else np.asarray(lengths, np.int64)
+    return data, x_q, lengths, y, clipped
 
 
 def _check_raw(project, model: IntModel, board, data, lengths, opt, timeout, portable) -> dict:

@@ -22,14 +22,12 @@ import click
 import numpy as np
 
 from kd2mcu.codegen.buildfolder import MODEL_FILE, VALIDATE_FILE, find_build, read_build_info
-from kd2mcu.commands.build import check_labels_fit, clipping, fit_frames, quantize_data
-from kd2mcu.commands.emulate import _baked_vectors
-from kd2mcu.dataio import load_npz
+from kd2mcu.commands.emulate import board_inputs
 from kd2mcu.errors import UserError
 from kd2mcu.outputs import write_file_atomically
 from kd2mcu.quant import reference
 from kd2mcu.quant.intmodel import IntModel
-from kd2mcu.targets.firmware import DEFAULT_BOARD, FIRMWARE_DIR, VECTORS_FILE, load_board, make
+from kd2mcu.targets.firmware import DEFAULT_BOARD, FIRMWARE_DIR, load_board, make
 from kd2mcu.targets.hostsim import SimResult, compare
 from kd2mcu.targets.serial_link import Link, check_board
 
@@ -48,19 +46,8 @@ def validate(build_dir, port: Optional[str] = None, baud: int = 115200, inputs=N
         raise UserError(f"{d} has no firmware project: rebuild with kd2mcu build ... --target {board.name}")
     if (port is None) == (not qemu):
         raise UserError("give either --port PORT (a board running this build's firmware) or --qemu")
-    if inputs is not None:
-        data = fit_frames(model, load_npz(inputs, "--inputs"))
-        if data.steps > model.max_steps:
-            raise UserError(f"--inputs {inputs}: sequences have {data.steps} steps but the model was built for at "
-                            f"most {model.max_steps}; rebuild with --max-steps {data.steps}")
-        x_q, lengths, y = quantize_data(model, data), data.lengths, data.y
-        check_labels_fit(model, data)
-        clipped = clipping(model, data) or {}
-    else:
-        x_q, lengths = _baked_vectors(project / VECTORS_FILE, model)
-        y, clipped = None, {}
+    _, x_q, lengths, y, clipped = board_inputs(model, inputs, project)
     N = len(x_q)
-    lengths = np.full(N, x_q.shape[1], np.int64) if lengths is None else np.asarray(lengths, np.int64)
     elf = make(project, emulate=False, opt=opt)
     if qemu:
         with _qemu_pty(board, elf) as pty:
