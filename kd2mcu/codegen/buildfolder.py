@@ -44,26 +44,25 @@ def read_build_info(d: Path) -> dict:
 VALIDATE_FILE = "validate.json"
 
 
-def read_validate_info(d: Path):
-    """The last ``kd2mcu validate``'s measurements, or None."""
-    p = Path(d) / VALIDATE_FILE
+def _read_measurements(d: Path, file: str, command: str, key: str):
+    """The JSON a command wrote into the build folder (None when it has not run), checked by one numeric key."""
+    p = Path(d) / file
     if not p.is_file():
         return None
-    info = read_json(p, "run kd2mcu validate again")
-    if not isinstance(info, dict) or not isinstance(info.get("ticks_per_inference", 0), (int, float)):
-        raise UserError(f"{p} is damaged (not what kd2mcu validate writes): run kd2mcu validate again")
+    info = read_json(p, f"run kd2mcu {command} again")
+    if not isinstance(info, dict) or not isinstance(info.get(key, 0), (int, float)):
+        raise UserError(f"{p} is damaged (not what kd2mcu {command} writes): run kd2mcu {command} again")
     return info
+
+
+def read_validate_info(d: Path):
+    """The last ``kd2mcu validate``'s measurements, or None."""
+    return _read_measurements(d, VALIDATE_FILE, "validate", "ticks_per_inference")
 
 
 def read_emulate_info(d: Path):
     """The last ``kd2mcu emulate``'s measurements, or None."""
-    p = Path(d) / EMULATE_FILE
-    if not p.is_file():
-        return None
-    info = read_json(p, "run kd2mcu emulate again")
-    if not isinstance(info, dict) or not isinstance(info.get("instructions_per_inference", 0), (int, float)):
-        raise UserError(f"{p} is damaged (not what kd2mcu emulate writes): run kd2mcu emulate again")
-    return info
+    return _read_measurements(d, EMULATE_FILE, "emulate", "instructions_per_inference")
 
 
 def model_name(build_dir: Path) -> str:

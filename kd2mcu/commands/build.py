@@ -106,6 +106,18 @@ def fit_frames(model: IntModel, data: Dataset) -> Dataset:
     return Dataset(x, data.y, lengths, data.path, x_raw, data.texts)
 
 
+def load_inputs(model: IntModel, inputs) -> tuple[Dataset, np.ndarray]:
+    """An --inputs file for sim, emulate and validate: read, fitted to the model's frames, checked against
+    its maximum steps and classes, quantized. Returns (data, x_q)."""
+    data = fit_frames(model, load_npz(inputs, "--inputs"))
+    if data.steps > model.max_steps:
+        raise UserError(f"--inputs {inputs}: sequences have {data.steps} steps but the model was built for at most "
+                        f"{model.max_steps}; rebuild with --max-steps {data.steps}")
+    x_q = quantize_data(model, data)
+    check_labels_fit(model, data)
+    return data, x_q
+
+
 def check_labels_fit(model: IntModel, data: Dataset) -> None:
     """Labels in an --inputs file are classes of the model, or its accuracy would be scored silently wrong."""
     if data.y is not None and data.y.size and int(data.y.max()) >= model.num_classes:

@@ -13,8 +13,8 @@ import numpy as np
 
 from kd2mcu.codegen.buildfolder import EMULATE_FILE, MODEL_FILE, find_build, read_build_info
 from kd2mcu.codegen.render import PORTABLE_CFLAGS
-from kd2mcu.commands.build import check_labels_fit, clipping, fit_frames, quantize_data
-from kd2mcu.dataio import check_npz_sizes, load_npz
+from kd2mcu.commands.build import clipping, load_inputs
+from kd2mcu.dataio import check_npz_sizes
 from kd2mcu.errors import UserError
 from kd2mcu.outputs import write_file_atomically
 from kd2mcu.quant import preprocess, reference
@@ -76,12 +76,7 @@ def board_inputs(model: IntModel, inputs, project):
     else the test vectors baked into the firmware. Returns (data or None, x_q, lengths, labels or None,
     the clipping counts)."""
     if inputs is not None:
-        data = fit_frames(model, load_npz(inputs, "--inputs"))
-        if data.steps > model.max_steps:
-            raise UserError(f"--inputs {inputs}: sequences have {data.steps} steps but the model was built for at "
-                            f"most {model.max_steps}; rebuild with --max-steps {data.steps}")
-        x_q = quantize_data(model, data)
-        check_labels_fit(model, data)
+        data, x_q = load_inputs(model, inputs)
         lengths, y, clipped = data.lengths, data.y, clipping(model, data) or {}
     else:
         data, (x_q, lengths), y, clipped = None, _baked_vectors(project / VECTORS_FILE, model), None, {}
