@@ -1,17 +1,15 @@
 """The ``kd2mcu`` command: the console script and ``python -m kd2mcu``.
 
-Importing the command line loads numpy and click; a Ctrl-C during that start-up ends with one line
-too, not a traceback (once started, ``kd2mcu.cli`` handles it).
+A Ctrl-C before the command writes anything ends the process with one line and exit code 130
+(``kd2mcu.interrupt``); once it writes, ``kd2mcu.cli`` turns the ``KeyboardInterrupt`` into that line.
 """
-import sys
+from kd2mcu.interrupt import quit_at_once
 
 
 def main() -> None:
-    try:
-        from kd2mcu.cli import main as cli_main
-    except KeyboardInterrupt:
-        sys.stderr.write("kd2mcu: interrupted (nothing was written)\n")
-        sys.exit(130)
+    quit_at_once()
+    from kd2mcu.cli import main as cli_main
+
     cli_main()
 
 

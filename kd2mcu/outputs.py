@@ -24,6 +24,7 @@ from typing import Iterable, Optional
 
 from kd2mcu import __version__
 from kd2mcu.errors import UserError
+from kd2mcu.interrupt import raise_from_now_on
 
 MARKER = ".kd2mcu"
 KINDS = ("build", "run")
@@ -173,6 +174,7 @@ class OutputFolder:
 
     def __init__(self, out, force: bool, kind: str, inputs: Iterable = (), option: str = "--out"):
         assert kind in KINDS
+        raise_from_now_on()  # from here on a Ctrl-C must unwind, to remove the lock and the staging folder
         self.out, self.kind, self.option = Path(out), kind, option
         inputs = list(inputs)
         check_output(self.out, force, inputs, option)
@@ -252,6 +254,7 @@ def check_output_file(path, force: bool, inputs: Iterable = (), option: str = "-
 
 def write_file_atomically(path: Path, write) -> None:
     """Call ``write(tmp_path)`` on a temporary name beside ``path``, then rename it into place."""
+    raise_from_now_on()
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
     try:

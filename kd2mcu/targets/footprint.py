@@ -21,6 +21,7 @@ from kd2mcu.codegen.buildfolder import (
     read_validate_info,
 )
 from kd2mcu.codegen.render import PORTABLE_CFLAGS
+from kd2mcu.interrupt import raise_from_now_on
 from kd2mcu.quant.intmodel import IntModel
 from kd2mcu.targets.firmware import DEFAULT_BOARD, arm_tool, kernel_path, load_board, memory_bytes
 
@@ -45,6 +46,7 @@ def footprint(build_dir: Path, opt: str = "-O2", portable: Optional[bool] = None
     name = model_name(d)
     board = load_board(read_build_info(d).get("target", DEFAULT_BOARD))
     gcc, nm = arm_tool("arm-none-eabi-gcc"), arm_tool("arm-none-eabi-nm")
+    raise_from_now_on()  # a Ctrl-C from here on must unwind, to remove the work folder
     with tempfile.TemporaryDirectory() as tmp:
         obj = Path(tmp) / "model.o"
         subprocess.run([gcc, *board.cpu_flags, "-std=c99", opt, "-ffunction-sections", "-fdata-sections",

@@ -20,6 +20,7 @@ from typing import Optional
 import numpy as np
 
 from kd2mcu.errors import UserError
+from kd2mcu.interrupt import raise_from_now_on
 from kd2mcu.quant import reference
 from kd2mcu.quant.intmodel import IntModel
 from kd2mcu.resources import resource_dir
@@ -80,6 +81,7 @@ def compile_harness(src_dir: Path, name: str, opt: str = "-O2", sanitize: bool =
 
 @functools.lru_cache(maxsize=None)
 def _private_dir() -> str:
+    raise_from_now_on()  # a Ctrl-C from here on must unwind, to remove what is written
     path = tempfile.mkdtemp(prefix="kd2mcu-sim-")
     atexit.register(shutil.rmtree, path, True)
     return path
@@ -192,6 +194,7 @@ def run_utf8(exe: Path, model: IntModel, texts: list[bytes]) -> SimResult:
 
 
 def _execute(exe: Path, data: bytes) -> tuple[bytes, str]:
+    raise_from_now_on()
     with tempfile.TemporaryDirectory(prefix="kd2mcu-sim-") as tmp:
         inp, outp = Path(tmp) / "in.bin", Path(tmp) / "out.bin"
         inp.write_bytes(data)

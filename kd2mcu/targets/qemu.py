@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from kd2mcu.errors import UserError
+from kd2mcu.interrupt import raise_from_now_on
 from kd2mcu.quant.intmodel import IntModel
 from kd2mcu.targets.firmware import elf_size, make, set_vectors
 from kd2mcu.targets.hostsim import SimResult
@@ -95,6 +96,7 @@ def run_in_qemu(project: Path, model: IntModel, board, x_q: np.ndarray, lengths:
     stride = 1 if model.is_token_model or raw == "utf8" else model.input_size
     item = {"float": 4, "i16": 2, "utf8": 1}.get(raw, 4 if model.is_token_model else 1)
     parts, tick_parts, source, sizes = [], [], "", None
+    raise_from_now_on()  # a Ctrl-C from here on must unwind, to remove the work folder
     with tempfile.TemporaryDirectory(prefix="kd2mcu-emulate-") as tmp:
         work = Path(tmp) / "firmware"
         shutil.copytree(project, work, ignore=shutil.ignore_patterns("build"))

@@ -332,16 +332,26 @@ def test_a_crashing_host_simulator_is_one_line_naming_the_signal(tmp_path):
             "signal 11", "SIGSEGV")
 
 
-def test_ctrl_c_during_start_up_is_one_line(tmp_path):
+@pytest.mark.parametrize("moment", [0.3, 0.6, 1.5, "working"])
+def test_ctrl_c_at_any_moment_is_one_line_and_leaves_nothing(tmp_path, moment):
+    """In the imports (torch's native code may be running Python: a KeyboardInterrupt there once aborted the
+    process with SIGABRT), and after the run folder is claimed (the lock and the staging folder are removed)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "kd2mcu", "train", "--out", str(tmp_path / "r"), "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    time.sleep(0.6)  # inside the imports or the data loading
+    if moment == "working":
+        deadline = time.time() + 60
+        while not [p for p in tmp_path.iterdir() if "staging" in p.name] and time.time() < deadline:
+            time.sleep(0.05)
+        assert [p for p in tmp_path.iterdir() if "staging" in p.name], "the run never claimed its folder"
+        time.sleep(1.0)
+    else:
+        time.sleep(moment)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, (proc.returncode, err)
     assert "Traceback" not in err and err.strip().splitlines() == ["kd2mcu: interrupted (nothing was written)"]
-    assert not (tmp_path / "r").exists() and not [p for p in tmp_path.iterdir() if "staging" in p.name]
+    assert list(tmp_path.iterdir()) == []
 
 
 # ---- read-only locations -----------------------------------------------------------------------------------

@@ -1,0 +1,31 @@
+"""Ctrl-C: one line and exit code 130, at any moment, and never a half-written output.
+
+Until a command starts writing, a Ctrl-C ends the process at once (``quit_at_once``): the start-up
+imports torch, onnxruntime and aeon, whose native code may be running Python when the signal lands,
+and a ``KeyboardInterrupt`` raised there does not unwind: pybind11 turns it into ``std::terminate``
+(SIGABRT, exit -6). Nothing is written yet, so there is nothing to clean up. From the moment a command
+claims an output (``raise_from_now_on``, called by ``kd2mcu.outputs``) a Ctrl-C is Python's
+``KeyboardInterrupt`` again, so the staging folder and temporary files are removed on the way out.
+"""
+import os
+import signal
+import threading
+
+MESSAGE = b"kd2mcu: interrupted (nothing was written)\n"
+
+
+def _quit(signum, frame) -> None:
+    os.write(2, MESSAGE)
+    os._exit(130)
+
+
+def quit_at_once() -> None:
+    """Install the exiting handler (the ``kd2mcu`` command does this first thing)."""
+    signal.signal(signal.SIGINT, _quit)
+
+
+def raise_from_now_on() -> None:
+    """Make Ctrl-C a ``KeyboardInterrupt`` again, if the exiting handler is installed (a library user's own
+    handler is left alone)."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is _quit:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
