@@ -331,5 +331,43 @@ def report(build_dir: Path, as_json: bool):
     click.echo(json.dumps(r) if as_json else format_report(r))
 
 
+@main.command()
+@click.option("--teacher", "teacher_kind", type=click.Choice(["transformer", "pretrained", "onnx"]), required=True,
+              help="transformer: a run's teacher.pt; pretrained: a run's fine-tuned teacher.pt or a Hugging Face "
+                   "classifier folder; onnx: an ONNX classifier (a run's teacher.onnx).")
+@click.option("--teacher-path", type=click.Path(path_type=Path), required=True,
+              help="The run folder, the teacher file, or the Hugging Face folder.")
+@click.option("--data", type=click.Path(path_type=Path), required=True,
+              help="Rows to label: .npz (x [N, T, F] or token ids, or texts), .csv (label column optional) or .txt "
+                   "(one text per line); labels in it are ignored.")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Labels folder: shards and manifest.json; a rerun resumes it.")
+@click.option("--ray-address", help="Join a running Ray cluster (auto, or HOST:PORT) instead of starting a local one.")
+@click.option("--workers", type=int, help="Ray actors, one teacher each (default: every CPU of the Ray instance); "
+                                          "0: one process, without Ray.")
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Rows per teacher call.")
+@click.option("--shard-rows", type=int, default=4096, show_default=True, help="Rows per shard file.")
+@click.option("--hidden", is_flag=True, help="Also store the pooled hidden states of the teacher's aligned layers.")
+@click.option("--force", is_flag=True, help="Replace labels of another teacher or corpus in --out.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def label(teacher_kind, teacher_path, data, out, ray_address, workers, batch_size, shard_rows, hidden, force, quiet):
+    """Label a corpus with a teacher: its logits (and --hidden states) per row, in shards under OUT.
+
+    On Ray (pip install 'kd2mcu[scale]') by default, with one teacher per actor; --workers 0 or no Ray:
+    one process. Finished shards survive an interruption and a rerun computes only the rest. Then:
+    kd2mcu train --data DATA --teacher logits --teacher-path OUT.
+    """
+    from kd2mcu.commands import label as lab
+
+    m = lab.run(teacher_kind, teacher_path, data, out, ray_address, workers, batch_size, shard_rows, hidden, force,
+                quiet)
+    last = m["last_run"]
+    speed = f", {last['rows_per_second']:.0f} rows/s" if last["rows_per_second"] else ""
+    kept = f" ({m['kept']} shards kept from an earlier run)" if m["kept"] else ""
+    workers_text = f", {m['workers']} workers" if m["workers"] else ""
+    click.echo(f"labelled {out}: {m['rows']} rows in {m['num_shards']} shards{kept}; {m['engine']}"
+               f"{workers_text}{speed}")
+
+
 if __name__ == "__main__":
     main()

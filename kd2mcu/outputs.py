@@ -27,7 +27,7 @@ from kd2mcu.errors import UserError
 from kd2mcu.interrupt import raise_from_now_on
 
 MARKER = ".kd2mcu"
-KINDS = ("build", "run")
+KINDS = ("build", "run", "labels")
 
 
 def _abs(p) -> Path:

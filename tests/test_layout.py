@@ -23,7 +23,8 @@ MAY_IMPORT = {
     "commands": {"quant", "codegen", "targets", "train"},
     "cli": {"quant", "codegen", "targets", "train", "commands"},
 }
-COMMON_MODULES = {"kd2mcu", "kd2mcu.errors", "kd2mcu.resources", "kd2mcu.dataio", "kd2mcu.outputs"}
+COMMON_MODULES = {"kd2mcu", "kd2mcu.errors", "kd2mcu.resources", "kd2mcu.dataio", "kd2mcu.outputs",
+                  "kd2mcu.interrupt"}
 
 
 def stage_of(module: str) -> str:

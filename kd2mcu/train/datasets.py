@@ -477,7 +477,9 @@ def _read_npz(path: str | Path, option: str) -> tuple[str, _Samples]:
     return "sequence", _Samples([row[:n] for row, n in zip(ds.x, lengths)], ds.y)
 
 
-def _read_csv(path: str | Path, option: str) -> _Samples:
+def _read_csv(path: str | Path, option: str, labels: bool = True) -> _Samples:
+    """The samples of a CSV file in row order of first appearance; ``labels=False``: the label column may be
+    missing (every label is then 0)."""
     where = f"{option} {path}"
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
@@ -489,14 +491,15 @@ def _read_csv(path: str | Path, option: str) -> _Samples:
             if sep is not None:
                 raise UserError(f"{where}: the columns are separated by {sep!r}, not commas; save the file as "
                                 "comma-separated CSV (pandas: df.to_csv(path, index=False))")
-        missing = [name for name in ("sample", "label") if name not in header]
+        missing = [name for name in ("sample", "label") if name not in header and (labels or name == "sample")]
         if missing:
             raise UserError(f"{where}: no column {' or '.join(repr(m) for m in missing)} in the header "
                             f"({', '.join(header)}); name the sequence id column 'sample' and the class 'label'")
         features = [k for k, name in enumerate(header) if name not in ("sample", "label", "step")]
         if not features:
             raise UserError(f"{where}: no feature columns besides sample, label and step; add at least one")
-        sample_col, label_col = header.index("sample"), header.index("label")
+        sample_col = header.index("sample")
+        label_col = header.index("label") if "label" in header else None
         step_col = header.index("step") if "step" in header else None
         rows: dict[str, list[tuple[float, int, list[str]]]] = {}  # sample -> (step, line, feature texts)
         labels: dict[str, tuple[int, int]] = {}  # sample -> (label, first line)
@@ -508,7 +511,7 @@ def _read_csv(path: str | Path, option: str) -> _Samples:
             if len(row) != len(header):
                 raise UserError(f"{where}: line {line} has {len(row)} fields but the header has {len(header)}")
             sample = row[sample_col].strip()
-            label = _csv_label(row[label_col], where, line)
+            label = _csv_label(row[label_col], where, line) if label_col is not None else 0
             first = labels.setdefault(sample, (label, line))
             if first[0] != label:
                 raise UserError(f"{where}: sample '{sample}' has label {first[0]} on line {first[1]} but {label} "

@@ -346,11 +346,16 @@ def run_onnx(task: TaskData, path: str) -> TeacherOutputs:
 
 
 def read_logits(task: TaskData, path: str, test_in_train_file: bool) -> TeacherOutputs:
-    """Precomputed teacher logits: an .npz with ``train`` [N, C] (the --data file's order) and optional ``test``
-    (the --test file's order). Without a --test file the test split is part of --data, and of ``train``."""
+    """Precomputed teacher logits: a ``kd2mcu label`` folder (the --data file labelled, optionally with pooled
+    hidden states), or an .npz with ``train`` [N, C] (the --data file's order) and optional ``test`` (the --test
+    file's order). Without a --test file the test split is part of --data, and of ``train``."""
+    from kd2mcu.train import label_store
+
     p = Path(path)
+    if label_store.is_label_folder(p):
+        return _labels_folder(task, p, test_in_train_file)
     if not p.is_file():
-        raise UserError(f"[teacher] path {path}: no such logits file")
+        raise UserError(f"[teacher] path {path}: no such logits file or kd2mcu label folder")
     try:
         f = np.load(p, allow_pickle=False)
         if not isinstance(f, np.lib.npyio.NpzFile):
@@ -380,6 +385,30 @@ def read_logits(task: TaskData, path: str, test_in_train_file: bool) -> TeacherO
             raise UserError(f"{path}: test logits have shape {list(arrays['test'].shape)}, expected "
                             f"[{len(task.y_test)}, {task.num_classes}]")
         out.logits["test"] = arrays["test"].astype(np.float32)
+    return out
+
+
+def _labels_folder(task: TaskData, p: Path, test_in_train_file: bool) -> TeacherOutputs:
+    """The logits (and pooled hidden states) ``kd2mcu label`` wrote for the --data file."""
+    from kd2mcu.train import label_store
+
+    full, hidden, manifest = label_store.read_labels(p)
+    n_file = len(task.index_train) + len(task.index_val) + (len(task.index_test) if test_in_train_file else 0)
+    if full.shape != (n_file, task.num_classes):
+        raise UserError(f"[teacher] path {p}: the labels have {full.shape[0]} rows of {full.shape[1]} classes, the "
+                        f"--data file {n_file} samples of {task.num_classes}; label the --data file itself")
+    classes, own = [str(c) for c in manifest.get("classes", [])], [str(c) for c in task.classes]
+    named = classes != [str(k) for k in range(len(classes))] and own != [str(k) for k in range(len(own))]
+    if named and classes != own:  # both sides name their classes: the names must agree, in order
+        raise UserError(f"[teacher] path {p}: the teacher's classes are {', '.join(classes)}, the data's "
+                        f"{', '.join(str(c) for c in task.classes)}; label with a teacher of these classes")
+    teacher = manifest.get("teacher", {})
+    out = TeacherOutputs(logits={"train": full[task.index_train], "val": full[task.index_val]}, per_step=False,
+                         layers=list(hidden), hidden=[h[task.index_train] for h in hidden.values()],
+                         description=f"labels from kd2mcu label ({teacher.get('description', 'a teacher')}, "
+                                     f"{p.name})")
+    if test_in_train_file:
+        out.logits["test"] = full[task.index_test]
     return out
 
 
