@@ -58,11 +58,13 @@ def main():
                                   "with tfidf on text); given more than once, an ensemble of those teachers.")
 @click.option("--teacher-path", type=click.Path(path_type=Path),
               help="pretrained: model folder; onnx: .onnx file; logits: .npz of teacher logits.")
+@click.option("--unlabeled", type=click.Path(path_type=Path),
+              help="A kd2mcu label folder: its corpus's rows, with the teacher's logits, join the distillation.")
 @click.option("--set", "settings", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override one setting, e.g. --set distill.alpha=0.5 (repeatable).")
 @click.option("--show-config", is_flag=True, help="Print the resolved configuration as TOML and exit.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def train(config_path, dataset, data, test, out, force, seed, baseline, teacher, teacher_path, settings,
+def train(config_path, dataset, data, test, out, force, seed, baseline, teacher, teacher_path, unlabeled, settings,
           show_config, quiet):
     """Train a teacher and distill it into a TinyLSTM student; write the run folder OUT.
 
@@ -75,7 +77,7 @@ def train(config_path, dataset, data, test, out, force, seed, baseline, teacher,
     from kd2mcu.train.run import train as run_train
 
     cfg = resolve_config(config_path, dataset, data, test, seed, baseline, "+".join(teacher) or None, teacher_path,
-                         settings)
+                         settings, unlabeled)
     if show_config:
         click.echo(config_mod.to_toml(cfg), nl=False)
         return

@@ -77,10 +77,10 @@ def run(teacher_kind: str, teacher_path, data, out, ray_address: Optional[str] =
         t0 = time.time()
         rows_todo = sum(folder.bounds[k][1] - folder.bounds[k][0] for k in todo)
         if use_ray:
-            engine, n_workers = _label_on_ray(folder, todo, inputs, (teacher, hidden, batch_size), ray_address,
-                                              workers, quiet, crash_on_first_batch)
+            engine, n_workers, startup = _label_on_ray(folder, todo, inputs, (teacher, hidden, batch_size),
+                                                       ray_address, workers, quiet, crash_on_first_batch)
         else:
-            engine, n_workers = "one process", 0
+            engine, n_workers, startup = "one process", 0, 0.0
             _label_here(folder, todo, inputs, (teacher, hidden, batch_size), quiet)
         seconds = time.time() - t0
     except BaseException:
@@ -92,7 +92,10 @@ def run(teacher_kind: str, teacher_path, data, out, ray_address: Optional[str] =
         "data": {"path": str(Path(data).resolve()), "sha256": corpus.sha256, "kind": corpus.kind},
         "classes": teacher.classes, "batch_size": int(batch_size), "engine": engine, "workers": n_workers,
         "last_run": {"shards": len(todo), "rows": rows_todo, "seconds": round(seconds, 3),
-                     "rows_per_second": round(rows_todo / seconds, 1) if seconds > 0 and rows_todo else None},
+                     "ray_start_seconds": round(startup, 3),
+                     # after Ray's start-up (the workers' own start, loading the teacher, is counted)
+                     "rows_per_second": round(rows_todo / (seconds - startup), 1)
+                     if seconds > startup and rows_todo else None},
     })
     return dict(manifest, kept=len(kept))
 
@@ -113,13 +116,14 @@ def _label_here(folder, todo: list[int], inputs: dict, args: tuple, quiet: bool)
 
 
 def _label_on_ray(folder, todo: list[int], inputs: dict, args: tuple, address: Optional[str], workers: Optional[int],
-                  quiet: bool, crash_on_first_batch: Optional[str]) -> tuple[str, int]:
+                  quiet: bool, crash_on_first_batch: Optional[str]) -> tuple[str, int, float]:
+    """Label the shards ``todo`` on Ray; returns (engine, workers, seconds spent starting or joining Ray)."""
     import logging
     import warnings
 
     import ray
 
-    started = False
+    started, t0 = False, time.time()
     if not ray.is_initialized():
         try:
             ray.init(address=address, num_cpus=None if address else (workers or os.cpu_count() or 1),
@@ -131,8 +135,9 @@ def _label_on_ray(folder, todo: list[int], inputs: dict, args: tuple, address: O
         started = True
     try:
         n = workers or int(ray.cluster_resources().get("CPU", 1))
+        startup = time.time() - t0
         if not todo:
-            return f"Ray {ray.__version__}", n
+            return f"Ray {ray.__version__}", n, startup
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         context.print_on_execution_start = False
@@ -151,7 +156,7 @@ def _label_on_ray(folder, todo: list[int], inputs: dict, args: tuple, address: O
                     k = int(k)
                     folder.write_shard(k, {name: batch[name][i] for name in batch if name != "shard"})
                     bar.update(folder.bounds[k][1] - folder.bounds[k][0])
-        return f"Ray {ray.__version__}", n
+        return f"Ray {ray.__version__}", n, startup
     except ray.exceptions.RayError as exc:
         raise UserError(f"the Ray workers failed ({_first_line(exc)}); the shards finished so far are kept: run the "
                         "same command again to finish") from None

@@ -42,6 +42,8 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
         "max_len": (0, "steps kept per sample, longer ones are cut (0: text 64 characters, sensor data its longest sequence)"),
         "max_vocab": (2000, "text: vocabulary size cap, <pad> and <oov> included"),
         "subset": (0, "use only this many samples of a bundled set (0: all)"),
+        "unlabeled": ("", "a kd2mcu label folder: its corpus's rows, with the teacher's logits, join stage 2 "
+                          "(soft targets; hard label: the teacher's class; not with beta > 0)"),
         "frame_stack": (0, "sensor data: consecutive samples stacked into one LSTM step (k samples of F features = "
                            "k*F inputs); 0: auto, 1 for sequences up to 128 steps, else enough to run at most 64 steps"),
     },

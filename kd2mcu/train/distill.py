@@ -126,10 +126,12 @@ def make_adapters(teacher: TeacherOutputs, student: TinyLSTM, beta: float) -> li
 
 
 def train_distill(student: TinyLSTM, adapters: list[Adapter], task: TaskData, teacher: TeacherOutputs, dcfg: dict,
-                  seed: int, quiet: bool = False, attention_proj: Optional[torch.nn.Module] = None, pruner=None) -> dict:
+                  seed: int, quiet: bool = False, attention_proj: Optional[torch.nn.Module] = None, pruner=None,
+                  unlabeled: Optional[tuple] = None) -> dict:
     """Stage 2: soft targets, hard labels and hidden-state alignment; with ``[distill] transfer = K`` the
     training split is joined by K augmented views of it (``kd2mcu.train.augment``) that the teacher labels
-    (their hard label: the teacher's class), where the teacher can label new inputs and nothing is aligned."""
+    (their hard label: the teacher's class), where the teacher can label new inputs and nothing is aligned;
+    ``unlabeled`` (x, lengths, teacher logits: ``[data] unlabeled``) joins it the same way."""
     x, lengths, y = task.x_train, task.len_train, task.y_train
     t_train = teacher.logits["train"].astype(np.float32)
     if dcfg["transfer"] and teacher.label is not None and task.kind == "sequence" and not adapters:
@@ -139,6 +141,10 @@ def train_distill(student: TinyLSTM, adapters: list[Adapter], task: TaskData, te
         ta = np.asarray(teacher.label(xa, la), np.float32)
         x, lengths = np.concatenate([x, xa]), np.concatenate([lengths, la])
         y, t_train = np.concatenate([y, ta.argmax(1)]), np.concatenate([t_train, ta])
+    if unlabeled is not None:
+        xu, lu, tu = unlabeled
+        x, lengths = np.concatenate([x, xu.astype(x.dtype)]), np.concatenate([lengths, lu])
+        y, t_train = np.concatenate([y, tu.argmax(1)]), np.concatenate([t_train, tu.astype(np.float32)])
     xt, lt, yt = torch.from_numpy(x), torch.from_numpy(lengths), torch.from_numpy(y)
     t_logits = torch.from_numpy(t_train)
     n_own = len(task.y_train)  # rows past this are the transfer set's (no teacher attention for them)

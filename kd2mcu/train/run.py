@@ -146,7 +146,7 @@ def train(cfg: dict, out: Path, force: bool = False, quiet: bool = False, inputs
     import torch
 
     d, t = cfg["data"], cfg["teacher"]
-    inputs = [*inputs, d["train_file"] or None, d["test_file"] or None, t["path"] or None]
+    inputs = [*inputs, d["train_file"] or None, d["test_file"] or None, t["path"] or None, d["unlabeled"] or None]
     if "logits" in t["kind"].split("+") and not d["train_file"]:
         raise UserError("[teacher] kind = logits needs your own data (--data, rows in the logits file's order); "
                         "for a bundled dataset use the transformer teacher")
@@ -154,10 +154,18 @@ def train(cfg: dict, out: Path, force: bool = False, quiet: bool = False, inputs
     torch.use_deterministic_algorithms(True)
     t0 = time.time()
     task = load_task_for(cfg)  # the inputs first (a few seconds at most), then the output, then the work
+    unlabeled = None
+    if d["unlabeled"]:
+        if cfg["distill"]["beta"] > 0:
+            raise UserError(f"[data] unlabeled with [distill] beta = {cfg['distill']['beta']}: the corpus's rows have no "
+                            "per-step teacher states to align with; set beta = 0")
+        from kd2mcu.train.labelling import unlabeled_rows
+
+        unlabeled = unlabeled_rows(task, d["unlabeled"])
     if task.kind != "text" and "pretrained" in t["kind"].split("+"):
         raise UserError("[teacher] kind = pretrained is for text datasets; use the transformer teacher for sensor data")
     with OutputFolder(Path(out), force, "run", inputs) as folder:
-        return _train_into(folder.stage, cfg, quiet, task, t0)
+        return _train_into(folder.stage, cfg, quiet, task, t0, unlabeled)
 
 
 def schedule(cfg: dict, n_train: int) -> dict:
@@ -183,7 +191,7 @@ def absolute_paths(cfg: dict) -> dict:
     """``cfg`` with its file paths (data, test data, teacher) made absolute, so that the run's config.toml
     repeats the run from any directory."""
     out = copy.deepcopy(cfg)
-    for section, key in (("data", "train_file"), ("data", "test_file"), ("teacher", "path")):
+    for section, key in (("data", "train_file"), ("data", "test_file"), ("data", "unlabeled"), ("teacher", "path")):
         value = out[section][key]
         if value and not (key == "path" and value == "minilm"):  # "minilm" names the packaged model
             out[section][key] = str(Path(value).expanduser().resolve())
@@ -217,7 +225,7 @@ def auto_teacher(task: TaskData) -> str:
     return "transformer+rocket" if usable else "transformer"
 
 
-def _train_into(stage: Path, cfg: dict, quiet: bool, task: TaskData, t0: float) -> dict:
+def _train_into(stage: Path, cfg: dict, quiet: bool, task: TaskData, t0: float, unlabeled=None) -> dict:
     work = schedule(cfg, len(task.y_train))
     if work["teacher"]["kind"] == "auto":
         work["teacher"]["kind"] = auto_teacher(task)
@@ -227,7 +235,8 @@ def _train_into(stage: Path, cfg: dict, quiet: bool, task: TaskData, t0: float) 
                         f"{work['teacher']['kind']}")
     teacher, teacher_weights = get_teacher(task, work, quiet)
     try:
-        return _distill_and_write(stage, work, quiet, task, teacher, teacher_weights, t0, resolved=cfg)
+        return _distill_and_write(stage, work, quiet, task, teacher, teacher_weights, t0, resolved=cfg,
+                                  unlabeled=unlabeled)
     finally:  # the teacher's weights in TMPDIR when there is no cache (KD2MCU_CACHE=off)
         if teacher_weights is not None and teacher_weights.name.startswith(TEACHER_TMP_PREFIX) and \
                 teacher_weights.parent == _tmpdir():
@@ -235,7 +244,7 @@ def _train_into(stage: Path, cfg: dict, quiet: bool, task: TaskData, t0: float) 
 
 
 def _distill_and_write(stage: Path, cfg: dict, quiet: bool, task: TaskData, teacher, teacher_weights, t0,
-                       resolved: dict) -> dict:
+                       resolved: dict, unlabeled=None) -> dict:
     import torch
 
     from kd2mcu.train import distill, plots
@@ -261,6 +270,7 @@ def _distill_and_write(stage: Path, cfg: dict, quiet: bool, task: TaskData, teac
                         f"here (kind transformer, alone or in an ensemble); this one is {cfg['teacher']['kind']}")
     pruner = prune.Pruner(student, cfg["prune"], dcfg["epochs"]) if cfg["prune"]["sparsity"] > 0 else None
     h2 = distill.train_distill(student, adapters, task, teacher, dcfg, seed + 1, quiet, attention_proj=attention_proj,
+                               unlabeled=unlabeled,
                                pruner=pruner)
     histories += [dict(h1, run="student"), dict(h2, run="student")]
     float_logits = distill.predict(student, task.x_test, task.len_test)
@@ -302,7 +312,8 @@ def _distill_and_write(stage: Path, cfg: dict, quiet: bool, task: TaskData, teac
     test_pred = shipped_logits.argmax(1)
     metrics = {
         "dataset": task.name, "kind": task.kind, "classes": len(task.classes),
-        "samples": {"train": len(task.y_train), "val": len(task.y_val), "test": len(task.y_test)},
+        "samples": {"train": len(task.y_train), "val": len(task.y_val), "test": len(task.y_test),
+                    **({"unlabeled": int(len(unlabeled[0]))} if unlabeled is not None else {})},
         "teacher": teacher.description,
         "teacher_accuracy": teacher.accuracy("test", task.y_test),
         "teacher_val_accuracy": teacher.accuracy("val", task.y_val),
@@ -434,7 +445,7 @@ def int8_logits(model, x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 
 def resolve_config(config_path, dataset=None, data=None, test=None, seed=None, baseline=False,
-                   teacher=None, teacher_path=None, settings: tuple = ()) -> dict:
+                   teacher=None, teacher_path=None, settings: tuple = (), unlabeled=None) -> dict:
     """The config file's settings overridden by command-line flags, checked."""
     cfg = config_mod.load(config_path)
     overrides: dict = {}
@@ -461,6 +472,8 @@ def resolve_config(config_path, dataset=None, data=None, test=None, seed=None, b
         put("teacher", "kind", teacher)
     if teacher_path is not None:
         put("teacher", "path", str(teacher_path))
+    if unlabeled is not None:
+        put("data", "unlabeled", str(unlabeled))
     for text in settings:
         section, key, value = config_mod.parse_assignment(text)
         put(section, key, value)

