@@ -103,7 +103,10 @@ def train(config_path, dataset, data, test, out, force, seed, baseline, teacher,
 @click.option("--layout", type=click.Choice(list(LAYOUTS)), default="fast", show_default=True,
               help="LSTM weights in flash: fast = int16 pairs fed straight to SMLAD (2x the weight bytes); "
                    "compact = int8, for small parts.")
-def build(model: Path, calib, out: Path, force: bool, name: str, max_steps, target: str, layout: str):
+@click.option("--weights", type=click.Choice(["flash", "ram"]), default="flash", show_default=True,
+              help="Where the weights live on the board: flash, or ram: copied at start-up to its fastest data RAM "
+                   "(CCM on the stm32f405): no flash wait states on weight reads, at the cost of that RAM.")
+def build(model: Path, calib, out: Path, force: bool, name: str, max_steps, target: str, layout: str, weights: str):
     """Quantize MODEL; generate C into OUT/src and an STM32 firmware project into OUT/firmware.
 
     MODEL is a training run folder (kd2mcu train --out RUN); a float ONNX classifier (LSTM layers,
@@ -115,27 +118,27 @@ def build(model: Path, calib, out: Path, force: bool, name: str, max_steps, targ
     if model.is_dir():
         if calib is not None:
             raise UserError("--calib is not used with a training run: the run carries its calibration")
-        info = build_from_run(model, out, force, name, target, layout, max_steps)
+        info = build_from_run(model, out, force, name, target, layout, max_steps, weights)
         click.echo(f"built {out}/src from the training run {model} ({info['quantization'].get('method', 'post-training quantization')})")
         return
     if model.suffix == ".pt":
         if calib is None:
             raise UserError("--calib is required to quantize a student checkpoint: give an .npz with x (and lengths)")
-        info = build_from_checkpoint(model, calib, out, force, name, max_steps, target, layout)
+        info = build_from_checkpoint(model, calib, out, force, name, max_steps, target, layout, weights)
         click.echo(f"built {out}/src from {model}: int8 vs float argmax agreement "
                    f"{info['quantization']['argmax_agreement']:.2%}")
         return
     if model.suffix == ".json":
         if calib is not None:
             raise UserError("--calib is only for ONNX models: a model.json is already quantized")
-        build_from_intmodel(model, out, force, name, target, layout, max_steps)
+        build_from_intmodel(model, out, force, name, target, layout, max_steps, weights)
         click.echo(f"built {out}/src from {model}")
         return
     if model.suffix != ".onnx":
         raise UserError(f"{model}: expected a .onnx float model or an integer model.json")
     if calib is None:
         raise UserError("--calib is required to quantize an ONNX model: give an .npz with x (and lengths if padded)")
-    info = build_from_onnx(model, calib, out, force, name, max_steps, target=target, layout=layout)
+    info = build_from_onnx(model, calib, out, force, name, max_steps, target=target, layout=layout, weights=weights)
     q = info["quantization"]
     click.echo(f"built {out}/src from {model}: int8 vs float on {q['samples']} calibration samples: "
                f"argmax agreement {q['argmax_agreement']:.2%}, relative L2 error {q['relative_l2_error']:.4f}")

@@ -1,5 +1,6 @@
 """Which weight layout is fastest on a product? The sizes S1-S4 of benchmarks/bench_mcu.py, built in the
-fast and compact layouts (dense, and with 50% of the blocks pruned), run through the memory-system
+fast and compact layouts (dense, with the weights in flash or copied to RAM, and with 50% of the blocks
+pruned), run through the memory-system
 model of cycle_model.py for the STM32F405 at 168 MHz (5 wait states, ART) and the STM32L476 at 80 MHz
 (4 wait states): zero-wait and with-wait cycles per inference side by side, and the layout with the
 fewest with-wait cycles.
@@ -23,8 +24,10 @@ sys.path.insert(0, str(HERE))
 from bench_mcu import SIZES, _table  # noqa: E402
 from cycle_model import measure  # noqa: E402
 
+from kd2mcu.errors import UserError  # noqa: E402
 
-def build(key: str, layout: str, sparsity: float, board_name: str, tmp: Path) -> Path:
+
+def build(key: str, layout: str, sparsity: float, board_name: str, tmp: Path, weights: str = "flash") -> Path:
     from kd2mcu.commands.build import write_build
     from kd2mcu.quant.random_model import ModelShape, random_model, zero_blocks
     from kd2mcu.targets import firmware
@@ -34,8 +37,8 @@ def build(key: str, layout: str, sparsity: float, board_name: str, tmp: Path) ->
     if sparsity:
         zero_blocks(model, sparsity, np.random.default_rng(2))
     board = firmware.load_board(board_name)
-    d = tmp / f"{key}-{layout}-{sparsity}-{board_name}"
-    write_build(model, {"name": "kd2mcu_model", "layout": layout}, d, True, "kd2mcu_model", board)
+    d = tmp / f"{key}-{layout}-{sparsity}-{board_name}-{weights}"
+    write_build(model, {"name": "kd2mcu_model", "layout": layout, "weights": weights}, d, True, "kd2mcu_model", board)
     x = np.random.default_rng(3).integers(-128, 128, size=(1, T, I)).astype(np.int8)
     firmware.set_vectors(model, d / "firmware", x, np.array([T]))
     return firmware.make(d / "firmware", emulate=True, opt="-O2")
@@ -50,10 +53,16 @@ def main():
         for key in args.sizes.split(","):
             for board, machine in (("stm32f405", "netduinoplus2"), ("stm32l476", "netduinoplus2")):
                 best = None
-                for layout, sparsity in (("fast", 0.0), ("compact", 0.0), ("fast", 0.5), ("compact", 0.5)):
-                    elf = build(key, layout, sparsity, board, Path(tmp))
+                for layout, sparsity, weights in (("fast", 0.0, "flash"), ("compact", 0.0, "flash"),
+                                                  ("fast", 0.0, "ram"), ("compact", 0.0, "ram"),
+                                                  ("fast", 0.5, "flash"), ("compact", 0.5, "flash")):
+                    label = f"{layout}{', 50% sparse' if sparsity else ''}{', weights in RAM' if weights == 'ram' else ''}"
+                    try:
+                        elf = build(key, layout, sparsity, board, Path(tmp), weights)
+                    except UserError as exc:  # --weights ram: the weights do not fit
+                        rows.append([key, board, label, str(exc).split(": ", 1)[1][:60], "", "", "", "", "", ""])
+                        continue
                     r = measure(elf, "kd2mcu_model_run", None, board, machine)
-                    label = f"{layout}{', 50% sparse' if sparsity else ''}"
                     if not sparsity and (best is None or r["with_wait_cycles"] < best[1]):
                         best = (label, r["with_wait_cycles"])
                     rows.append([key, board, label, f"{r['instructions']:,.0f}", f"{r['zero_wait_cycles']:,.0f}",

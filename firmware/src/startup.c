@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _estack;
+extern uint32_t _siweights, _sweights, _eweights; /* the model's weights in RAM (kd2mcu build --weights ram) */
 extern int main(void);
 void Reset_Handler(void);
 void Default_Handler(void);
@@ -37,6 +38,10 @@ void Reset_Handler(void)
     }
     for (dst = &_sbss; dst < &_ebss;) {
         *dst++ = 0;
+    }
+    src = &_siweights;
+    for (dst = &_sweights; dst < &_eweights;) {
+        *dst++ = *src++;
     }
 #if defined(__ARM_FP)
     /* CPACR: full access to CP10 and CP11 (the FPU), then synchronize. */

@@ -303,6 +303,23 @@ def context(model: IntModel, name: str, layout: str = "fast") -> dict:
     }
 
 
+def weight_bytes(model: IntModel, layout: str = "fast") -> int:
+    """Bytes of the arrays the generated C marks KD2MCU_WEIGHTS (weights, biases, sparse indices, embedding,
+    head): what ``--weights ram`` copies to RAM, at most (the compiler may turn the head's biases into
+    immediates)."""
+    ctx = context(model, "m", layout)
+    total = 0
+    for layer in ctx["layers"]:
+        for d in layer["directions"]:
+            if d["sparse"]:
+                total += 4 * d["w_len"] + 2 * d["idx_len"] + 2 * 2 * layer["hidden"]
+            else:
+                total += 4 * layer["hidden"] * layer["unit_words"]
+    if ctx["tokens"]:
+        total += ctx["vocab_size"] * ctx["input_size"]
+    return total + ctx["num_classes"] * ctx["head"]["width"] + 4 * ctx["num_classes"]
+
+
 def _preprocess_context(model: IntModel) -> dict:
     """What the templates need for the input's pre-processing and the class names (kd2mcu.quant.preprocess)."""
     labels = model.labels or [str(c) for c in range(model.num_classes)]

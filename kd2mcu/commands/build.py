@@ -128,7 +128,7 @@ def check_labels_fit(model: IntModel, data: Dataset) -> None:
 def build_from_onnx(onnx_path: Path, calib_path: Path, out: Path, force: bool, name: str,
                     max_steps: Optional[int] = None, tol: float = 1e-4,
                     target: str = firmware.DEFAULT_BOARD, vectors_from: Optional[Dataset] = None,
-                    layout: str = "fast", inputs: tuple = (), frame_stack: int = 1) -> dict:
+                    layout: str = "fast", inputs: tuple = (), frame_stack: int = 1, weights: str = "flash") -> dict:
     """Post-training quantization of a float ONNX model on ``calib_path``; the firmware's test vectors come
     from ``vectors_from`` (a held-out split) or else from the calibration data. ``inputs``: further files
     the build is made from (which ``out`` may not replace)."""
@@ -161,6 +161,7 @@ def build_from_onnx(onnx_path: Path, calib_path: Path, out: Path, force: bool, n
         "kd2mcu_version": __version__, "name": name, "source": str(onnx_path), "source_sha256": _sha256(onnx_path),
         "calibration": {"file": str(calib_path), "sha256": _sha256(calib_path), "samples": data.n},
         "import_max_abs_diff_vs_onnxruntime": imp.max_abs_diff, "quantization": report, "layout": layout,
+        "weights": weights,
     }
     write_build(model, info, out, force, name, board, _vectors(model, vectors_from or data), inputs)
     return info
@@ -173,7 +174,7 @@ def _vectors(model: IntModel, data: Dataset):
 
 
 def build_from_run(run: Path, out: Path, force: bool, name: str, target: str = firmware.DEFAULT_BOARD,
-                   layout: str = "fast", max_steps: Optional[int] = None) -> dict:
+                   layout: str = "fast", max_steps: Optional[int] = None, weights: str = "flash") -> dict:
     """A training run's student: its integer model from quantization-aware training when the run has one
     (no second calibration), else post-training quantization of student.onnx on the run's training split.
     The firmware's test vectors come from the run's held-out test split."""
@@ -186,7 +187,7 @@ def build_from_run(run: Path, out: Path, force: bool, name: str, target: str = f
     if not (run / MODEL_FILE).is_file():  # (a run without QAT; frame stacking comes from its data.json)
         return build_from_onnx(run / "student.onnx", run / "calib.npz", out, force, name, max_steps,
                                target=target, vectors_from=test, layout=layout, inputs=tuple(run_files),
-                               frame_stack=_run_frame_stack(run))
+                               frame_stack=_run_frame_stack(run), weights=weights)
     render.check_c_name(name)
     render.check_layout(layout)
     board = firmware.load_board(target)
@@ -194,7 +195,8 @@ def build_from_run(run: Path, out: Path, force: bool, name: str, target: str = f
     model.source = _run_source(run)
     info = {"kd2mcu_version": __version__, "name": name, "source": str(run / MODEL_FILE),
             "source_sha256": _sha256(run / MODEL_FILE),
-            "quantization": {"method": "quantization-aware training (the run's integer model)"}, "layout": layout}
+            "quantization": {"method": "quantization-aware training (the run's integer model)"}, "layout": layout,
+            "weights": weights}
     write_build(model, info, out, force, name, board, _vectors(model, test), run_files)
     return info
 
@@ -228,14 +230,14 @@ def _with_max_steps(model: IntModel, max_steps: Optional[int], data_steps: int, 
 
 def build_from_intmodel(json_path: Path, out: Path, force: bool, name: str,
                         target: str = firmware.DEFAULT_BOARD, layout: str = "fast",
-                        max_steps: Optional[int] = None) -> dict:
+                        max_steps: Optional[int] = None, weights: str = "flash") -> dict:
     render.check_c_name(name)
     render.check_layout(layout)
     board = firmware.load_board(target)
     check_output(out, force, [json_path])
     model = _with_max_steps(IntModel.load(json_path), max_steps, 1, "one step")
     info = {"kd2mcu_version": __version__, "name": name, "source": str(json_path),
-            "source_sha256": _sha256(json_path), "layout": layout}
+            "source_sha256": _sha256(json_path), "layout": layout, "weights": weights}
     write_build(model, info, out, force, name, board, inputs=[json_path])
     return info
 
@@ -252,17 +254,39 @@ def write_build(model: IntModel, info: dict, out: Path, force: bool, name: str,
         steps = min(model.max_steps, 50)
         vectors = random_inputs(np.random.default_rng(0), model, firmware.DEFAULT_VECTORS, steps)
     info = dict(info, target=board.name)
+    weights = info.get("weights", "flash")
+    check_weights(model, info.get("layout", "fast"), weights, board)
     with OutputFolder(out, force, "build", inputs) as folder:
         stage = folder.stage
         (stage / MODEL_FILE).write_text(model.to_json())
         render.write_sources(model, name, stage / SRC_DIR, info.get("layout", "fast"))
-        firmware.write_project(model, name, board, stage / SRC_DIR, stage / firmware.FIRMWARE_DIR, *vectors)
+        firmware.write_project(model, name, board, stage / SRC_DIR, stage / firmware.FIRMWARE_DIR, *vectors,
+                               weights=weights)
         write_json(stage / BUILD_FILE, info)
+
+
+RAM_KEPT = 16 * 1024  # --weights ram into the board's only RAM leaves at least this for the application
+
+
+def check_weights(model: IntModel, layout: str, weights: str, board: "firmware.Board") -> None:
+    """``--weights ram``: the weights must fit the RAM they are copied to (the board's fast RAM, else its RAM
+    less ``RAM_KEPT``)."""
+    if weights not in firmware.WEIGHTS:
+        raise UserError(f"--weights {weights}: choose flash or ram")
+    if weights == "flash":
+        return
+    need = render.weight_bytes(model, layout)
+    size, region = firmware.weights_ram_bytes(board)
+    room = size if region != "RAM" else size - RAM_KEPT
+    if need > room:
+        raise UserError(f"--weights ram: the {layout} layout's weights take {need:,} bytes but the {board.name}'s "
+                        f"{region} has room for {room:,}; keep them in flash (--weights flash)"
+                        f"{' or try --layout compact' if layout == 'fast' else ''}")
 
 
 def build_from_checkpoint(checkpoint: Path, calib_path: Path, out: Path, force: bool, name: str,
                           max_steps: Optional[int] = None, target: str = firmware.DEFAULT_BOARD,
-                          layout: str = "fast") -> dict:
+                          layout: str = "fast", weights: str = "flash") -> dict:
     """A TinyLSTM checkpoint (student.pt): exported to ONNX, then quantized post-training on ``calib_path``."""
     import tempfile
 
@@ -278,4 +302,4 @@ def build_from_checkpoint(checkpoint: Path, calib_path: Path, out: Path, force: 
         student = load_student(checkpoint)
         export_onnx(student, example_input(student), onnx_path)
         return build_from_onnx(onnx_path, calib_path, out, force, name, max_steps, target=target, layout=layout,
-                               inputs=(checkpoint,))
+                               inputs=(checkpoint,), weights=weights)

@@ -48,7 +48,7 @@ def validate(build_dir, port: Optional[str] = None, baud: int = 115200, inputs=N
         raise UserError("give either --port PORT (a board running this build's firmware) or --qemu")
     _, x_q, lengths, y, clipped = board_inputs(model, inputs, project)
     N = len(x_q)
-    elf = make(project, emulate=False, opt=opt)
+    elf = make(project, emulate=False, opt=opt, emulator_memory=qemu)
     if qemu:
         with _qemu_pty(board, elf) as pty:
             info, sim, ticks = _stream(pty, baud, timeout, model, x_q, lengths)

@@ -23,7 +23,14 @@ from kd2mcu.codegen.buildfolder import (
 from kd2mcu.codegen.render import PORTABLE_CFLAGS
 from kd2mcu.interrupt import raise_from_now_on
 from kd2mcu.quant.intmodel import IntModel
-from kd2mcu.targets.firmware import DEFAULT_BOARD, arm_tool, kernel_path, load_board, memory_bytes
+from kd2mcu.targets.firmware import (
+    DEFAULT_BOARD,
+    arm_tool,
+    kernel_path,
+    load_board,
+    memory_bytes,
+    weights_ram_bytes,
+)
 
 
 def macs(model: IntModel) -> dict:
@@ -79,6 +86,7 @@ def footprint(build_dir: Path, opt: str = "-O2", portable: Optional[bool] = None
     out = {
         "target": board.name, "compiler_flags": " ".join(board.cpu_flags + [opt] + extra_cflags),
         "layout": read_build_info(d).get("layout", "fast"),
+        "weights": read_build_info(d).get("weights", "flash"),
         "kernel_path": kernel_path(board, portable),
         "flash_code_bytes": sizes["code"], "flash_constant_bytes": sizes["constants"],
         "flash_weight_bytes": sizes["weights"], "flash_preprocess_bytes": sizes["preprocess"],
@@ -87,6 +95,9 @@ def footprint(build_dir: Path, opt: str = "-O2", portable: Optional[bool] = None
         "ram_total_bytes": state + sizes["static_ram"] + stack,
         **macs(model), "max_steps": model.max_steps,
     }
+    if out["weights"] == "ram":  # copied at start-up; flash keeps the load image
+        out["ram_weight_bytes"] = sizes["weights"]
+        out["weights_ram"] = weights_ram_bytes(board)[1]
     flash, ram = memory_bytes(board.memory["flash_size"]), memory_bytes(board.memory["ram_size"])
     out.update({"part_flash_bytes": flash, "part_ram_bytes": ram, "core_clock_hz": board.core_clock_hz,
                 "flash_share": out["flash_total_bytes"] / flash, "ram_share": out["ram_total_bytes"] / ram})
@@ -128,6 +139,9 @@ def format_report(r: dict) -> str:
     rows = [
         ("target", f"{r['target']} ({r['compiler_flags']})"),
         ("weight layout, kernel path", f"{r['layout']}, {r['kernel_path']}"),
+        ("weights read from", "flash" if r.get("weights", "flash") == "flash" else
+         f"{r['weights_ram']} ({r['ram_weight_bytes']:,} B copied there at start-up from flash: no flash wait "
+         "states on weight reads)"),
         ("flash: code", f"{r['flash_code_bytes']:,} B"),
         ("flash: weights + biases", f"{r['flash_weight_bytes']:,} B"),
         ("flash: pre-processing and class names", f"{r['flash_preprocess_bytes']:,} B"),

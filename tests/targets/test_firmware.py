@@ -254,3 +254,46 @@ def test_qemu_encodes_utf8_texts_as_python_does(tmp_path):
     np.savez(tmp_path / "d.npz", x=np.ones((30, 16), np.int64), texts=np.array(texts))
     r = emulate(tmp_path / "b", tmp_path / "d.npz")
     assert r["utf8_mismatches"] == 0 and r["utf8_token_mismatches"] == 0, r
+
+
+def _symbols(elf) -> dict:
+    out = subprocess.run(["arm-none-eabi-nm", str(elf)], capture_output=True, text=True, check=True).stdout
+    return {parts[2]: int(parts[0], 16) for parts in (line.split() for line in out.splitlines()) if len(parts) == 3}
+
+
+@pytest.mark.parametrize("layout", ["fast", "compact"])
+def test_weights_in_ram_are_copied_at_start_up_and_stay_bit_exact(layout, tmp_path):
+    """--weights ram: the board firmware reads its weights from the F405's CCM (0x10000000), the emulated one
+    (QEMU has no CCM) from SRAM; both hold their load image in flash, and QEMU's outputs are the reference's."""
+    require_arm()
+    rng = np.random.default_rng(77)
+    shape = ModelShape(input_size=6, hidden=24, steps=30, classes=4, layers=2)
+    model = random_model(rng, shape)
+    from kd2mcu.codegen.render import weight_bytes
+    from kd2mcu.commands.build import write_build
+
+    write_build(model, {"name": "kd2mcu_model", "layout": layout, "weights": "ram"}, tmp_path / "b", True,
+                "kd2mcu_model", firmware.load_board("stm32f405"))
+    project = tmp_path / "b" / "firmware"
+    for emulate_flag, base in ((False, 0x10000000), (True, 0x20000000)):
+        syms = _symbols(firmware.make(project, emulate=emulate_flag, opt="-O2", extra_cflags="-pedantic"))
+        size = syms["_eweights"] - syms["_sweights"]  # the head's biases may become immediates: at most 16 B fewer
+        assert syms["_sweights"] == base and weight_bytes(model, layout) - 16 <= size <= weight_bytes(model, layout)
+        assert base <= syms["L0F_W"] < syms["_eweights"] and base <= syms["KD2MCU_MODEL_HEAD_W"] < syms["_eweights"]
+        assert 0x08000000 <= syms["_siweights"] < 0x08100000
+    x, lengths = random_inputs(rng, model, 12, shape.steps)
+    save_inputs(model, x, lengths, tmp_path / "d.npz")
+    result = emulate(tmp_path / "b", tmp_path / "d.npz")
+    assert result["samples"] == 12 and result["mismatches"] == 0, result["first_mismatch"]
+
+
+def test_weights_too_large_for_ram_are_refused_in_one_line(tmp_path):
+    model = random_model(np.random.default_rng(5), ModelShape(input_size=64, hidden=128, steps=10, classes=4))
+    (tmp_path / "m.json").write_text(model.to_json())
+    proc = kd2mcu("build", tmp_path / "m.json", "--out", tmp_path / "b", "--weights", "ram")
+    assert_user_error(proc, "--weights ram", "take 199,184 bytes", "CCM has room for 65,536", "--weights flash",
+                      "--layout compact")
+    proc = kd2mcu("build", tmp_path / "m.json", "--out", tmp_path / "b", "--weights", "ram", "--layout", "compact",
+                  "--target", "stm32l476")  # no fast RAM: its 96 KB RAM, less 16 KB for the application
+    assert_user_error(proc, "take 100,880 bytes", "RAM has room for 81,920", "--weights flash")
+    assert "compact" not in proc.stderr.split("room for")[1] and not (tmp_path / "b").exists()
