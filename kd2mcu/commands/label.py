@@ -17,6 +17,9 @@ the labels are the same whatever the engine and the number of workers.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
 import sys
 import time
@@ -32,10 +35,10 @@ MAX_RESTARTS = 3  # per actor: a worker that keeps dying (out of memory, say) en
 
 def ray_available() -> bool:
     try:
-        import ray  # noqa: F401
+        import ray
     except ImportError:
         return False
-    return True
+    return hasattr(ray, "init")  # not a folder that happens to be called ray
 
 
 def run(teacher_kind: str, teacher_path, data, out, ray_address: Optional[str] = None, workers: Optional[int] = None,
@@ -56,15 +59,27 @@ def run(teacher_kind: str, teacher_path, data, out, ray_address: Optional[str] =
     if ray_address and workers == 0:
         raise UserError("--ray-address with --workers 0: give the number of Ray workers, or leave --ray-address out")
 
+    if use_ray and ray_address and ray_address != "auto":
+        _check_reachable(ray_address)
     teacher = labelling.resolve_teacher(teacher_kind, teacher_path)
     corpus = labelling.read_corpus(data)
     inputs = labelling.encode_corpus(teacher, corpus)
     identity = {"teacher_kind": teacher.kind, "teacher_sha256": teacher.sha256, "data_sha256": corpus.sha256,
                 "rows": len(corpus), "shard_rows": int(shard_rows), "classes": teacher.classes,
-                "hidden_layers": teacher.layers if hidden else []}
+                "hidden_layers": teacher.layers if hidden else [], "batch_size": int(batch_size),
+                # how the corpus was encoded (the run's data.json, or none for a bare teacher)
+                "encoding_sha256": hashlib.sha256(json.dumps(teacher.data, sort_keys=True).encode()).hexdigest()}
     if hidden and not teacher.layers:
         raise UserError(f"--hidden: the teacher {teacher.path} names no layers to pool (an ONNX file with a run's "
                         "teacher.json beside it, a run's teacher.pt or a Hugging Face folder has them)")
+    with _ray_session(ray_address, workers) if use_ray else contextlib.nullcontext() as session:
+        return _label_into(out, identity, force, data, teacher_path, teacher, corpus, inputs, hidden, batch_size,
+                           quiet, session, crash_on_first_batch)
+
+
+def _label_into(out, identity, force, data, teacher_path, teacher, corpus, inputs, hidden, batch_size, quiet,
+                session, crash_on_first_batch) -> dict:
+    use_ray = session is not None
     folder = label_store.LabelFolder(out, identity, force, inputs=[data, teacher_path])
     try:
         kept = folder.done()
@@ -79,12 +94,12 @@ def run(teacher_kind: str, teacher_path, data, out, ray_address: Optional[str] =
         t0 = time.time()
         rows_todo = sum(folder.bounds[k][1] - folder.bounds[k][0] for k in todo)
         if use_ray:
-            engine, n_workers, startup = _label_on_ray(folder, todo, inputs, (teacher, hidden, batch_size),
-                                                       ray_address, workers, quiet, crash_on_first_batch)
+            engine, n_workers, startup = session
+            _label_on_ray(folder, todo, inputs, (teacher, hidden, batch_size), n_workers, quiet, crash_on_first_batch)
         else:
             engine, n_workers, startup = "one process", 0, 0.0
             _label_here(folder, todo, inputs, (teacher, hidden, batch_size), quiet)
-        seconds = time.time() - t0
+        seconds = time.time() - t0 + startup
     except BaseException:
         folder.release()
         raise
@@ -102,6 +117,22 @@ def run(teacher_kind: str, teacher_path, data, out, ray_address: Optional[str] =
     return dict(manifest, kept=len(kept))
 
 
+def _check_reachable(address: str, seconds: float = 5.0) -> None:
+    """``--ray-address HOST:PORT``: a TCP connection to the cluster's GCS first (ray.init waits minutes on an
+    address nobody answers)."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise UserError(f"--ray-address {address}: expected auto or HOST:PORT (the head node's GCS, port 6379 by "
+                        "default)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=seconds).close()
+    except OSError as exc:
+        raise UserError(f"--ray-address {address}: no Ray cluster answers there ({exc.strerror or exc}); start one "
+                        "with 'ray start --head' or check the address") from None
+
+
 def _bar(total_rows: int, quiet: bool):
     from tqdm import tqdm
 
@@ -117,34 +148,49 @@ def _label_here(folder, todo: list[int], inputs: dict, args: tuple, quiet: bool)
             bar.update(stop - start)
 
 
-def _label_on_ray(folder, todo: list[int], inputs: dict, args: tuple, address: Optional[str], workers: Optional[int],
-                  quiet: bool, crash_on_first_batch: Optional[str]) -> tuple[str, int, float]:
-    """Label the shards ``todo`` on Ray; returns (engine, workers, seconds spent starting or joining Ray)."""
+@contextlib.contextmanager
+def _ray_session(address: Optional[str], workers: Optional[int]):
+    """Join the cluster at ``address`` or start a local Ray instance with ``workers`` CPUs (stopped afterwards);
+    yields (engine, workers, seconds it took). A Ray instance already running in this process is used as it is."""
     import logging
-    import warnings
 
     import ray
 
     started, t0 = False, time.time()
     if not ray.is_initialized():
         try:
-            ray.init(address=address, num_cpus=None if address else (workers or os.cpu_count() or 1),
+            # "local": a new instance even where another one runs on this machine (ray.init() would join it)
+            ray.init(address=address or "local", num_cpus=None if address else (workers or os.cpu_count() or 1),
                      include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-            raise UserError(f"cannot start or join {where} ({_first_line(exc)}); check --ray-address, or use "
+            auth = " (a cluster with token authentication needs RAY_AUTH_MODE=token and its token)" if address else ""
+            raise UserError(f"cannot start or join {where} ({_first_line(exc)}); check --ray-address{auth}, or use "
                             "--workers 0 to label in one process") from None
         started = True
     try:
-        n = workers or int(ray.cluster_resources().get("CPU", 1))
-        startup = time.time() - t0
-        if not todo:
-            return f"Ray {ray.__version__}", n, startup
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False
-        context.print_on_execution_start = False
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
-        items = [{"shard": k, **labelling.shard_inputs(inputs, *folder.bounds[k])} for k in todo]
+        yield f"Ray {ray.__version__}", workers or int(ray.cluster_resources().get("CPU", 1)), time.time() - t0
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _label_on_ray(folder, todo: list[int], inputs: dict, args: tuple, n: int, quiet: bool,
+                  crash_on_first_batch: Optional[str]) -> None:
+    """Label the shards ``todo`` on the connected Ray instance with ``n`` actors."""
+    import logging
+    import warnings
+
+    import ray
+
+    if not todo:
+        return
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    items = [{"shard": k, **labelling.shard_inputs(inputs, *folder.bounds[k])} for k in todo]
+    try:
         with warnings.catch_warnings():  # max_restarts has no named parameter yet (Ray 2.60)
             warnings.simplefilter("ignore")
             ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
@@ -158,13 +204,9 @@ def _label_on_ray(folder, todo: list[int], inputs: dict, args: tuple, address: O
                     k = int(k)
                     folder.write_shard(k, {name: batch[name][i] for name in batch if name != "shard"})
                     bar.update(folder.bounds[k][1] - folder.bounds[k][0])
-        return f"Ray {ray.__version__}", n, startup
     except ray.exceptions.RayError as exc:
         raise UserError(f"the Ray workers failed ({_first_line(exc)}); the shards finished so far are kept: run the "
                         "same command again to finish") from None
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -48,7 +48,9 @@ def validate(build_dir, port: Optional[str] = None, baud: int = 115200, inputs=N
         raise UserError("give either --port PORT (a board running this build's firmware) or --qemu")
     _, x_q, lengths, y, clipped = board_inputs(model, inputs, project)
     N = len(x_q)
-    elf = make(project, emulate=False, opt=opt, emulator_memory=qemu)
+    # QEMU has no CCM: a build with its weights there runs in QEMU linked with the emulator's memory map
+    in_ccm = read_build_info(d).get("weights") == "ram" and "fast_ram_origin" in board.memory
+    elf = make(project, emulate=False, opt=opt, emulator_memory=qemu and in_ccm)
     if qemu:
         with _qemu_pty(board, elf) as pty:
             info, sim, ticks = _stream(pty, baud, timeout, model, x_q, lengths)

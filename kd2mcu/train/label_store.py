@@ -76,6 +76,8 @@ class LabelFolder:
         try:
             self.identity = identity
             old = self._manifest()
+            if old is None and any(self.out.glob("shard-*.npz")):
+                self._clear()  # shards without a manifest (a --force interrupted half-way): never trusted
             if old is not None and old.get("identity") != identity:
                 if not force:
                     raise UserError(f"--out {out} holds labels of another teacher, corpus or setting "
@@ -105,9 +107,12 @@ class LabelFolder:
             return {}  # damaged: treated as another run's, so never trusted
 
     def _clear(self) -> None:
-        for p in self.out.iterdir():
-            if p.name.startswith("shard-") or p.name == MANIFEST or p.name.startswith(".shard-") or \
-                    p.name.startswith(f".{MANIFEST}"):
+        """Remove the shards, then the manifest (so that an interruption never leaves shards that look trusted)."""
+        for p in sorted(self.out.iterdir()):
+            if p.name.startswith("shard-") or p.name.startswith(".shard-"):
+                p.unlink()
+        for p in sorted(self.out.iterdir()):
+            if p.name == MANIFEST or p.name.startswith(f".{MANIFEST}"):
                 p.unlink()
 
     def _remove_temporary(self) -> None:
@@ -128,11 +133,12 @@ class LabelFolder:
                           lambda tmp: _savez(tmp, rows=np.array([start, stop], np.int64), **arrays))
 
     def finish(self, extra: dict) -> dict:
-        shards = [{"file": shard_name(k), "start": s, "stop": e, "sha256": _sha256(self.out / shard_name(k))}
-                  for k, (s, e) in enumerate(self.bounds)]
-        manifest = self._write_manifest(complete=True, shards=shards, **extra)
-        self._lock.release()
-        return manifest
+        try:
+            shards = [{"file": shard_name(k), "start": s, "stop": e, "sha256": _sha256(self.out / shard_name(k))}
+                      for k, (s, e) in enumerate(self.bounds)]
+            return self._write_manifest(complete=True, shards=shards, **extra)
+        finally:
+            self._lock.release()
 
     def release(self) -> None:
         self._lock.release()
@@ -194,6 +200,8 @@ def read_labels(path, option: str = "[teacher] path") -> tuple[np.ndarray, dict,
         raise UserError(f"{option} {path}: the labels are incomplete ({have} of {manifest.get('num_shards')} shards); "
                         "run the same kd2mcu label command again to finish them")
     logits, hidden = [], {}
+    if "shards" not in manifest:
+        raise UserError(f"{option} {path}: {MANIFEST} lists no shards; run kd2mcu label again with --force")
     for entry in manifest["shards"]:
         p = folder / entry["file"]
         if not p.is_file() or _sha256(p) != entry["sha256"]:
@@ -204,5 +212,11 @@ def read_labels(path, option: str = "[teacher] path") -> tuple[np.ndarray, dict,
             for name in f.files:
                 if name.startswith("hidden_"):
                     hidden.setdefault(int(name[len("hidden_"):]), []).append(f[name])
-    return (np.concatenate(logits).astype(np.float32), {k: np.concatenate(v) for k, v in sorted(hidden.items())},
-            manifest)
+    out = np.concatenate(logits).astype(np.float32)
+    if not np.isfinite(out).all():
+        raise UserError(f"{option} {path}: the logits hold NaN or Inf; check the teacher")
+    hidden = {k: np.concatenate(v) for k, v in sorted(hidden.items())}
+    if any(not np.isfinite(h).all() for h in hidden.values()):
+        raise UserError(f"{option} {path}: the pooled hidden states overflow float16 (NaN or Inf); label without "
+                        "--hidden")
+    return out, hidden, manifest

@@ -187,6 +187,7 @@ class Corpus:
     items: list
     path: str
     sha256: str
+    features: Optional[list] = None  # a .csv file's feature columns
 
     def __len__(self) -> int:
         return len(self.items)
@@ -205,10 +206,12 @@ def read_corpus(path) -> Corpus:
     sha = _sha256_file(p).hexdigest()
     if suffix == ".txt":
         try:
-            lines = p.read_text(encoding="utf-8-sig").splitlines()
+            text = p.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError as exc:
             raise UserError(f"--data {path}: not UTF-8 text ({exc})") from None
-        empty = next((k for k, line in enumerate(lines) if not line.strip()), None)
+        # lines end at \n only (a review may hold other line separators), each stripped as the bundled reviews are
+        lines = [line.strip() for line in text.removesuffix("\n").split("\n")] if text else []
+        empty = next((k for k, line in enumerate(lines) if not line), None)
         if empty is not None:
             raise UserError(f"--data {path}: line {empty + 1} is empty; give one text per line")
         if not lines:
@@ -223,7 +226,9 @@ def read_corpus(path) -> Corpus:
             samples = _read_csv(p, "--data", labels=False)
         except (UnicodeDecodeError, csv.Error) as exc:
             raise UserError(f"--data {path}: not a readable UTF-8 .csv file ({exc})") from None
-        return Corpus("sequence", samples.items, str(p), sha)
+        from kd2mcu.train.datasets import _csv_feature_names
+
+        return Corpus("sequence", samples.items, str(p), sha, _csv_feature_names(p))
     from kd2mcu.dataio import load_npz
 
     ds = _load_npz_texts(p) or load_npz(p, "--data", names=True)
@@ -236,6 +241,8 @@ def read_corpus(path) -> Corpus:
         nonzero = ds.x != 0
         lengths = np.where(nonzero.any(axis=1), ds.steps - np.argmax(nonzero[:, ::-1], axis=1), 1)
     kind = "tokens" if ds.is_tokens else "sequence"
+    if ds.is_tokens and ds.x.min() < 0:
+        raise UserError(f"--data {path}: token ids must be >= 0 (0 = padding), found {int(ds.x.min())}")
     return Corpus(kind, [row[:n] for row, n in zip(ds.x, lengths)], str(p), sha)
 
 
@@ -243,6 +250,8 @@ def _load_npz_texts(p: Path) -> Optional[Corpus]:
     """An .npz of ``texts`` alone (no ``x``): a text corpus."""
     import zipfile
 
+    if not zipfile.is_zipfile(p):
+        return None  # load_npz says what is wrong with it
     try:
         with np.load(p, allow_pickle=False) as f:
             if "x" in f.files or "texts" not in f.files:
@@ -286,6 +295,11 @@ def encode_rows(data: Optional[dict], corpus: Corpus, who: str = "the teacher") 
                             "was trained on feature sequences")
         k = int(data.get("frame_stack", 1))
         F = int(data.get("sample_features", data["num_features"]))
+        named = data.get("features") or []
+        if corpus.features and named and named != [f"feature {k}" for k in range(len(named))] and \
+                corpus.features != named:
+            raise UserError(f"--data {corpus.path} has the feature columns {', '.join(corpus.features)}; {who} was "
+                            f"trained on {', '.join(named)}: give the same columns in the same order")
         if corpus.items[0].shape[1] != F:
             raise UserError(f"--data {corpus.path} has {corpus.items[0].shape[1]} features per step; {who} was "
                             f"trained on {F}")
@@ -296,6 +310,9 @@ def encode_rows(data: Optional[dict], corpus: Corpus, who: str = "the teacher") 
     if corpus.kind == "sequence":
         raise UserError(f"--data {corpus.path} holds feature sequences; {who} was trained on text")
     vocab, steps = data["vocab"], int(data["max_len"])
+    if corpus.kind == "text" and (len(vocab) < 2 or vocab[1] != "<oov>"):
+        raise UserError(f"--data {corpus.path} holds texts, but {who} was trained on token ids of your own "
+                        "vocabulary: give the same token ids")
     if corpus.kind == "text":
         x, lengths = encode_text(corpus.items, vocab, steps)
         return {"x": x, "lengths": lengths}
@@ -469,3 +486,13 @@ def unlabeled_rows(task, folder) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise UserError(f"{where}: the training data has no vocabulary to encode the corpus with")
     encoded = encode_rows(task.to_json(), corpus, who="the student")
     return encoded["x"], encoded["lengths"], logits
+
+
+def labelled_corpus(folder) -> Optional[str]:
+    """The corpus file a labels folder was made from (its manifest's path), or None."""
+    import json as _json
+
+    try:
+        return _json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8"))["data"]["path"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -85,7 +85,8 @@ def get_teacher(task: TaskData, cfg: dict, quiet: bool):
         if not cfg["data"]["train_file"]:
             raise UserError("[teacher] kind = logits needs your own data (--data, rows in the logits file's order); "
                             "for a bundled dataset use the transformer teacher")
-        return T.read_logits(task, tcfg["path"], test_in_train_file=not cfg["data"]["test_file"]), None
+        return T.read_logits(task, tcfg["path"], test_in_train_file=not cfg["data"]["test_file"],
+                             train_file=cfg["data"]["train_file"]), None
     if kind == "onnx":
         return T.run_onnx(task, tcfg["path"]), None
     if kind == "rocket":
@@ -159,9 +160,10 @@ def train(cfg: dict, out: Path, force: bool = False, quiet: bool = False, inputs
         if cfg["distill"]["beta"] > 0:
             raise UserError(f"[data] unlabeled with [distill] beta = {cfg['distill']['beta']}: the corpus's rows have no "
                             "per-step teacher states to align with; set beta = 0")
-        from kd2mcu.train.labelling import unlabeled_rows
+        from kd2mcu.train.labelling import labelled_corpus, unlabeled_rows
 
         unlabeled = unlabeled_rows(task, d["unlabeled"])
+        inputs.append(labelled_corpus(d["unlabeled"]))  # --out may not replace the corpus either
     if task.kind != "text" and "pretrained" in t["kind"].split("+"):
         raise UserError("[teacher] kind = pretrained is for text datasets; use the transformer teacher for sensor data")
     with OutputFolder(Path(out), force, "run", inputs) as folder:

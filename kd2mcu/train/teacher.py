@@ -345,7 +345,7 @@ def run_onnx(task: TaskData, path: str) -> TeacherOutputs:
     return out
 
 
-def read_logits(task: TaskData, path: str, test_in_train_file: bool) -> TeacherOutputs:
+def read_logits(task: TaskData, path: str, test_in_train_file: bool, train_file: str = "") -> TeacherOutputs:
     """Precomputed teacher logits: a ``kd2mcu label`` folder (the --data file labelled, optionally with pooled
     hidden states), or an .npz with ``train`` [N, C] (the --data file's order) and optional ``test`` (the --test
     file's order). Without a --test file the test split is part of --data, and of ``train``."""
@@ -353,7 +353,7 @@ def read_logits(task: TaskData, path: str, test_in_train_file: bool) -> TeacherO
 
     p = Path(path)
     if label_store.is_label_folder(p):
-        return _labels_folder(task, p, test_in_train_file)
+        return _labels_folder(task, p, test_in_train_file, train_file)
     if not p.is_file():
         raise UserError(f"[teacher] path {path}: no such logits file or kd2mcu label folder")
     try:
@@ -388,11 +388,17 @@ def read_logits(task: TaskData, path: str, test_in_train_file: bool) -> TeacherO
     return out
 
 
-def _labels_folder(task: TaskData, p: Path, test_in_train_file: bool) -> TeacherOutputs:
-    """The logits (and pooled hidden states) ``kd2mcu label`` wrote for the --data file."""
+def _labels_folder(task: TaskData, p: Path, test_in_train_file: bool, train_file: str) -> TeacherOutputs:
+    """The logits (and pooled hidden states) ``kd2mcu label`` wrote for the --data file ``train_file``."""
     from kd2mcu.train import label_store
 
     full, hidden, manifest = label_store.read_labels(p)
+    labelled = manifest.get("identity", {}).get("data_sha256")
+    if train_file and Path(train_file).is_file() and \
+            hashlib.sha256(Path(train_file).read_bytes()).hexdigest() != labelled:
+        raise UserError(f"[teacher] path {p}: these labels are of another file "
+                        f"({manifest.get('data', {}).get('path', 'unknown')}), not of --data {train_file}; run kd2mcu "
+                        f"label --data {train_file}")
     n_file = len(task.index_train) + len(task.index_val) + (len(task.index_test) if test_in_train_file else 0)
     if full.shape != (n_file, task.num_classes):
         raise UserError(f"[teacher] path {p}: the labels have {full.shape[0]} rows of {full.shape[1]} classes, the "

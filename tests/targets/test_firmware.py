@@ -287,6 +287,25 @@ def test_weights_in_ram_are_copied_at_start_up_and_stay_bit_exact(layout, tmp_pa
     assert result["samples"] == 12 and result["mismatches"] == 0, result["first_mismatch"]
 
 
+def test_validate_in_qemu_runs_a_build_with_its_weights_in_ccm(tmp_path):
+    """QEMU's STM32F405 has no CCM: validate --qemu links the board firmware with the emulator's memory map."""
+    require_arm()
+    rng = np.random.default_rng(78)
+    shape = ModelShape(input_size=4, hidden=12, steps=20, classes=3)
+    model = random_model(rng, shape)
+    from kd2mcu.commands.build import write_build
+
+    write_build(model, {"name": "kd2mcu_model", "weights": "ram"}, tmp_path / "b", True, "kd2mcu_model",
+                firmware.load_board("stm32f405"))
+    x, lengths = random_inputs(rng, model, 8, shape.steps)
+    save_inputs(model, x, lengths, tmp_path / "d.npz")
+    proc = kd2mcu("validate", tmp_path / "b", "--qemu", "--inputs", tmp_path / "d.npz", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["samples"] == 8 and r["mismatches"] == 0 and r["firmware"].endswith("build/qemu/firmware.elf")
+    assert 0x20000000 <= _symbols(r["firmware"])["_sweights"] < 0x20020000  # SRAM, not CCM
+
+
 def test_weights_too_large_for_ram_are_refused_in_one_line(tmp_path):
     model = random_model(np.random.default_rng(5), ModelShape(input_size=64, hidden=128, steps=10, classes=4))
     (tmp_path / "m.json").write_text(model.to_json())

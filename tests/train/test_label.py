@@ -59,7 +59,7 @@ def sensor_run(work):
 
 @pytest.fixture(scope="module")
 def ray_local():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -100,6 +100,40 @@ def test_labels_equal_the_teacher_in_process_in_one_process_and_on_ray(sensor_ru
     assert "labelled" in proc.stdout and "Ray" in proc.stdout
 
 
+def test_labels_from_a_running_ray_cluster_equal_the_one_process_ones(sensor_run, work, tmp_path):
+    """--ray-address joins a cluster started apart (``ray start --head``, on this machine's loopback)."""
+    import socket
+
+    with socket.socket() as s:  # a free port for the head's GCS
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONPATH=str(ROOT))
+    ray_cli = Path(sys.executable).with_name("ray")
+    head = subprocess.Popen([str(ray_cli), "start", "--head", "--port", str(port), "--num-cpus", "2",
+                             "--include-dashboard=false", "--disable-usage-stats",
+                             "--block"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        proc = subprocess.run([sys.executable, "-m", "kd2mcu", "label", "--teacher", "transformer", "--teacher-path",
+                               str(sensor_run), "--data", str(work / "raw.npz"), "--out", str(tmp_path / "L"),
+                               "--ray-address", f"127.0.0.1:{port}", "--workers", "2", "--shard-rows", "16",
+                               "--batch-size", "8", "--quiet"], capture_output=True, text=True, env=env, timeout=300)
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # ray start --block stops what it started
+        head.wait(timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    logits, _, manifest = label_store.read_labels(tmp_path / "L")
+    assert manifest["engine"].startswith("Ray ") and manifest["workers"] == 2
+    assert np.abs(logits - teacher_outputs(sensor_run)[0]).max() <= 1e-5
+
+
 def test_a_worker_killed_on_its_first_batch_is_retried_and_the_labels_are_identical(sensor_run, work, ray_local):
     common = dict(shard_rows=8, batch_size=4, quiet=True)
     label.run("transformer", sensor_run, work / "raw.npz", work / "K_here", workers=0, **common)
@@ -125,6 +159,7 @@ def test_a_rerun_after_an_interrupted_run_resumes_and_produces_the_same_files(se
     proc.communicate()
     kept = files(out)
     assert 3 <= len(kept) < 30, f"{len(kept)} shards: the run was not interrupted mid-way"
+    written = {name: (out / name).stat().st_mtime_ns for name in kept}
     assert not json.loads((out / "manifest.json").read_text())["complete"]
     (out / ".shard-00029.npz.tmp-999999").write_bytes(b"half a shard")  # what a killed writer leaves
     refused = kd2mcu("train", "--data", corpus, "--teacher", "logits", "--teacher-path", out, "--out", work / "r")
@@ -132,7 +167,7 @@ def test_a_rerun_after_an_interrupted_run_resumes_and_produces_the_same_files(se
 
     m = label.run("transformer", sensor_run, corpus, out, workers=2, shard_rows=40, batch_size=20, quiet=True)
     assert m["kept"] == len(kept) and m["last_run"]["shards"] == 30 - len(kept)
-    assert {k: v for k, v in files(out).items() if k in kept} == kept  # the kept shards were not rewritten
+    assert {name: (out / name).stat().st_mtime_ns for name in kept} == written  # kept, not rewritten
     label.run("transformer", sensor_run, corpus, work / "R_whole", workers=0, shard_rows=40, batch_size=20, quiet=True)
     assert files(out) == files(work / "R_whole") and len(files(out)) == 30
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in (work / "R_whole").iterdir())
@@ -242,6 +277,12 @@ def test_bad_input_is_one_line_and_changes_nothing(sensor_run, work):
     assert_user_error(kd2mcu(*base, "--data", work / "raw_x30.npz", "--out", work / "L_other"),
                       "another teacher, corpus or setting", "data_sha256", "--force")
     assert snapshot(work / "L_other") == before
+    # labels of another corpus with as many rows: refused by kd2mcu train
+    with np.load(work / "raw.npz") as f:
+        np.savez(work / "raw_other.npz", x=f["x"] * 1.5, y=f["y"])
+    assert_user_error(kd2mcu("train", "--data", work / "raw_other.npz", "--teacher", "logits", "--teacher-path",
+                             work / "L_other", "--out", work / "x7"), "labels are of another file", "raw.npz",
+                      "kd2mcu label --data")
     # a shard changed after kd2mcu label wrote it
     shard = work / "L_other" / "shard-00000.npz"
     with np.load(shard) as f:
@@ -251,6 +292,34 @@ def test_bad_input_is_one_line_and_changes_nothing(sensor_run, work):
     assert_user_error(kd2mcu("train", "--data", work / "raw.npz", "--teacher", "logits", "--teacher-path",
                              work / "L_other", "--out", work / "x4"), "shard-00000.npz", "changed")
     assert not (work / "x4").exists()
+
+
+def test_shards_left_without_a_manifest_are_never_trusted(tmp_path):
+    identity = {"rows": 10, "shard_rows": 5, "teacher_sha256": "a"}
+    folder = label_store.LabelFolder(tmp_path / "L", identity, force=False)
+    folder.write_shard(0, {"logits": np.zeros((5, 2), np.float32)})
+    assert folder.done() == [0]
+    folder.release()
+    (tmp_path / "L" / "manifest.json").unlink()  # what an interrupted clean-up could leave
+    folder = label_store.LabelFolder(tmp_path / "L", identity, force=False)
+    assert folder.done() == [] and not list((tmp_path / "L").glob("shard-*"))
+    folder.release()
+
+
+def test_corpus_files_are_read_as_kd2mcu_train_reads_data(tmp_path):
+    from kd2mcu.errors import UserError
+    from kd2mcu.train.labelling import read_corpus
+
+    (tmp_path / "t.txt").write_bytes("  好评\u2028还行 \r\n差\n".encode())
+    corpus = read_corpus(tmp_path / "t.txt")
+    assert corpus.items == ["好评\u2028还行", "差"]  # lines end at \n only, stripped
+    np.savez(tmp_path / "neg.npz", x=np.array([[3, -1, 2]]))
+    with pytest.raises(UserError, match="token ids must be >= 0"):
+        read_corpus(tmp_path / "neg.npz")
+    np.save(tmp_path / "plain.npz", np.zeros(3))  # an .npy under an .npz name
+    (tmp_path / "plain.npz.npy").rename(tmp_path / "plain.npz")
+    with pytest.raises(UserError, match="not a readable .npz"):
+        read_corpus(tmp_path / "plain.npz")
 
 
 def test_without_ray_label_runs_in_one_process_and_says_how_to_scale_out(sensor_run, work, tmp_path):
