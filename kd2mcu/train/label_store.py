@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import zipfile
 from pathlib import Path
 from typing import Optional
@@ -26,7 +25,7 @@ import numpy as np
 from kd2mcu import __version__
 from kd2mcu.errors import UserError
 from kd2mcu.interrupt import raise_from_now_on
-from kd2mcu.outputs import MARKER, _Lock, cannot, check_output, made_by_kd2mcu
+from kd2mcu.outputs import MARKER, _Lock, check_output, made_by_kd2mcu, write_file_atomically
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -47,17 +46,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _write_atomically(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise cannot("write", path, exc) from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class LabelFolder:
@@ -129,7 +117,7 @@ class LabelFolder:
         start, stop = self.bounds[k]
         if len(arrays["logits"]) != stop - start:
             raise RuntimeError(f"shard {k}: {len(arrays['logits'])} rows of logits for rows {start}:{stop}")
-        _write_atomically(self.out / shard_name(k),
+        write_file_atomically(self.out / shard_name(k),
                           lambda tmp: _savez(tmp, rows=np.array([start, stop], np.int64), **arrays))
 
     def finish(self, extra: dict) -> dict:
@@ -147,7 +135,7 @@ class LabelFolder:
         manifest = {"format": FORMAT, "kd2mcu_version": __version__, "complete": complete,
                     "rows": self.identity["rows"], "shard_rows": self.identity["shard_rows"],
                     "num_shards": len(self.bounds), "identity": self.identity, **fields}
-        _write_atomically(self.out / MANIFEST,
+        write_file_atomically(self.out / MANIFEST,
                           lambda tmp: tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n"))
         return manifest
 
