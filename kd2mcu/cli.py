@@ -100,12 +100,14 @@ def train(config_path, dataset, data, test, out, force, seed, baseline, teacher,
 @click.option("--target", default="stm32f405", show_default=True,
               help="Board of the firmware project in OUT/firmware: stm32f405, stm32f746, stm32l476 or stm32f205 "
                    "(Cortex-M3: the portable C path).")
-@click.option("--layout", type=click.Choice(list(LAYOUTS)), default="fast", show_default=True,
-              help="LSTM weights in flash: fast = int16 pairs fed straight to SMLAD (2x the weight bytes); "
-                   "compact = int8, for small parts.")
-@click.option("--weights", type=click.Choice(["flash", "ram"]), default="flash", show_default=True,
+@click.option("--layout", type=click.Choice(["auto", *LAYOUTS]), default="auto", show_default=True,
+              help="LSTM weight layout: fast = int16 pairs fed straight to SMLAD (2x the weight bytes); "
+                   "compact = int8, for small parts; auto = fast unless it would crowd the part's flash.")
+@click.option("--weights", type=click.Choice(["auto", "flash", "ram"]), default="auto", show_default=True,
               help="Where the weights live on the board: flash, or ram: copied at start-up to its fastest data RAM "
-                   "(CCM on the stm32f405): no flash wait states on weight reads, at the cost of that RAM.")
+                   "(CCM on the stm32f405): no flash wait states on weight reads, at the cost of that RAM; "
+                   "auto = the core-coupled RAM (CCM) where the part has one and they fit, else flash. "
+                   "kd2mcu report says what was chosen and why.")
 def build(model: Path, calib, out: Path, force: bool, name: str, max_steps, target: str, layout: str, weights: str):
     """Quantize MODEL; generate C into OUT/src and an STM32 firmware project into OUT/firmware.
 
@@ -120,6 +122,7 @@ def build(model: Path, calib, out: Path, force: bool, name: str, max_steps, targ
             raise UserError("--calib is not used with a training run: the run carries its calibration")
         info = build_from_run(model, out, force, name, target, layout, max_steps, weights)
         click.echo(f"built {out}/src from the training run {model} ({info['quantization'].get('method', 'post-training quantization')})")
+        _echo_placement(info)
         return
     if model.suffix == ".pt":
         if calib is None:
@@ -127,12 +130,14 @@ def build(model: Path, calib, out: Path, force: bool, name: str, max_steps, targ
         info = build_from_checkpoint(model, calib, out, force, name, max_steps, target, layout, weights)
         click.echo(f"built {out}/src from {model}: int8 vs float argmax agreement "
                    f"{info['quantization']['argmax_agreement']:.2%}")
+        _echo_placement(info)
         return
     if model.suffix == ".json":
         if calib is not None:
             raise UserError("--calib is only for ONNX models: a model.json is already quantized")
-        build_from_intmodel(model, out, force, name, target, layout, max_steps, weights)
+        info = build_from_intmodel(model, out, force, name, target, layout, max_steps, weights)
         click.echo(f"built {out}/src from {model}")
+        _echo_placement(info)
         return
     if model.suffix != ".onnx":
         raise UserError(f"{model}: expected a .onnx float model or an integer model.json")
@@ -142,6 +147,14 @@ def build(model: Path, calib, out: Path, force: bool, name: str, max_steps, targ
     q = info["quantization"]
     click.echo(f"built {out}/src from {model}: int8 vs float on {q['samples']} calibration samples: "
                f"argmax agreement {q['argmax_agreement']:.2%}, relative L2 error {q['relative_l2_error']:.4f}")
+    _echo_placement(info)
+
+
+def _echo_placement(info: dict) -> None:
+    why = info.get("placement", {})
+    where = "flash" if info["weights"] == "flash" else "RAM (copied from flash at start-up)"
+    click.echo(f"{info['target']}: {info['layout']} layout: {why.get('layout', '')}")
+    click.echo(f"{info['target']}: weights in {where}: {why.get('weights', '')}")
 
 
 @main.command("export-onnx")
@@ -163,7 +176,8 @@ def export_onnx_cmd(run: Path, output: Path, which_teacher: bool, force: bool):
 @main.command()
 @click.argument("build_dir", type=click.Path(path_type=Path))
 @click.option("--inputs", required=True, type=click.Path(path_type=Path),
-              help="Data (.npz with x, optional y and lengths) to run.")
+              help="Data to run: .npz with x, optional y, lengths, x_raw, texts; or .csv as kd2mcu train reads it "
+                   "(raw units, standardized with the model's normalization).")
 @click.option("--opt", default="-O2", show_default=True, help="gcc optimization flag for the simulator.")
 @click.option("--sanitize", is_flag=True, help="Build with -fsanitize=address,undefined.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
@@ -233,7 +247,8 @@ def _warn_clipping(result: dict) -> None:
 @main.command()
 @click.argument("build_dir", type=click.Path(path_type=Path))
 @click.option("--inputs", type=click.Path(path_type=Path),
-              help="Data (.npz) to run; default: the test vectors baked into the firmware.")
+              help="Data (.npz, or .csv as kd2mcu train reads it) to run; default: the test vectors baked into "
+                   "the firmware.")
 @click.option("--opt", default="-O2", show_default=True, help="arm-none-eabi-gcc optimization flag.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @click.option("--portable", is_flag=True, help="Compile the portable C path (as for Cortex-M0+/M3) instead of the "
@@ -272,7 +287,7 @@ def emulate(build_dir: Path, inputs, opt: str, as_json: bool, portable: bool):
                                            "of a board (stm32f405, stm32f205).")
 @click.option("--baud", type=click.IntRange(1200, 4_000_000), default=115200, show_default=True)
 @click.option("--inputs", type=click.Path(path_type=Path),
-              help="Data (.npz) to run; default: the test vectors of the build.")
+              help="Data (.npz, or .csv as kd2mcu train reads it) to run; default: the test vectors of the build.")
 @click.option("--timeout", type=click.FloatRange(0.1, 3600), default=10.0, show_default=True,
               help="Seconds to wait for each answer of the board.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")

@@ -14,6 +14,7 @@ labels in 0..``MAX_CLASSES - 1``; feature values finite in float32.
 """
 from __future__ import annotations
 
+import csv
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,3 +179,128 @@ def check_npz_sizes(path: Path, option: str) -> None:
             if size > info.file_size - header:
                 raise UserError(f"{option} {path}: {name} declares shape {list(shape)} ({size:,} bytes) but the file "
                                 f"holds {max(info.file_size - header, 0):,}: the file is damaged; save it again")
+
+
+def csv_feature_names(path: str | Path) -> list[str]:
+    """The feature columns of a CSV header (every column but sample, label and step), in file order."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        header = next(csv.reader(f), [])
+    return [name.strip() for name in header if name.strip() not in ("sample", "label", "step")]
+
+
+def read_csv(path: str | Path, option: str, labels: bool = True) -> tuple[list, np.ndarray]:
+    """The samples of a CSV file (the layout ``kd2mcu train`` documents: a header row, columns ``sample``,
+    ``label``, optional ``step``, the rest numeric features; one row per time step), in row order of first
+    appearance: (float64 [T_i, F] arrays, labels: int64, or str where they are class names).
+    ``labels=False``: the label column may be missing (the labels are then None). Any defect is a UserError."""
+    try:
+        return _read_csv(path, option, labels)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"{option} {path}: not a readable UTF-8 .csv file ({exc})") from None
+
+
+def _read_csv(path: str | Path, option: str, labels: bool) -> tuple[list, np.ndarray]:
+    where = f"{option} {path}"
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header = [name.strip() for name in next(reader, [])]
+        if not header:
+            raise UserError(f"{where}: the file is empty; expected a header row like 'sample,label,feature1,...'")
+        if len(header) == 1:
+            sep = next((s for s in (";", "\t", "|") if s in header[0]), None)
+            if sep is not None:
+                raise UserError(f"{where}: the columns are separated by {sep!r}, not commas; save the file as "
+                                "comma-separated CSV (pandas: df.to_csv(path, index=False))")
+        missing = [name for name in ("sample", "label") if name not in header and (labels or name == "sample")]
+        if missing:
+            raise UserError(f"{where}: no column {' or '.join(repr(m) for m in missing)} in the header "
+                            f"({', '.join(header)}); name the sequence id column 'sample' and the class 'label'")
+        features = [k for k, name in enumerate(header) if name not in ("sample", "label", "step")]
+        if not features:
+            raise UserError(f"{where}: no feature columns besides sample, label and step; add at least one")
+        sample_col = header.index("sample")
+        label_col = header.index("label") if "label" in header else None
+        step_col = header.index("step") if "step" in header else None
+        rows: dict[str, list[tuple[float, int, list[str]]]] = {}  # sample -> (step, line, feature texts)
+        labels: dict[str, tuple[int, int]] = {}  # sample -> (label, first line)
+        previous = None  # the sample of the row before
+        for row in reader:
+            line = reader.line_num
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                raise UserError(f"{where}: line {line} has {len(row)} fields but the header has {len(header)}")
+            sample = row[sample_col].strip()
+            label = _csv_label(row[label_col], where, line) if label_col is not None else 0
+            first = labels.setdefault(sample, (label, line))
+            if first[0] != label:
+                raise UserError(f"{where}: sample '{sample}' has label {first[0]} on line {first[1]} but {label} "
+                                f"on line {line}; give every row of a sample the same label")
+            if step_col is None and sample in rows and sample != previous:
+                raise UserError(f"{where}: sample '{sample}' starts again on line {line} after other samples "
+                                f"(its rows began on line {first[1]}); without a 'step' column the rows of a sample "
+                                "must be consecutive: add a step column or give each sequence its own id")
+            previous = sample
+            step = _csv_number(row[step_col], where, line, "step") if step_col is not None else 0.0
+            rows.setdefault(sample, []).append((step, line, [row[k] for k in features]))
+    if not rows:
+        raise UserError(f"{where}: no data rows after the header; add one row per time step")
+    items = []
+    for sample, steps in rows.items():
+        if step_col is not None:
+            steps.sort(key=lambda entry: entry[0])  # stable: equal steps are caught below
+            for (a, line_a, _), (b, line_b, _) in zip(steps, steps[1:]):
+                if a == b:
+                    raise UserError(f"{where}: sample '{sample}' has step {a:g} twice (lines {line_a} and {line_b}); "
+                                    "give each step once")
+        items.append(_csv_features(sample, steps, [header[k] for k in features], where))
+    if label_col is None:
+        return items, None
+    values = [labels[sample][0] for sample in rows]
+    if any(isinstance(v, str) for v in values):  # class names: every label is a name, "0" too
+        return items, np.array([str(v) for v in values], dtype=str)
+    return items, np.array(values, dtype=np.int64)
+
+
+def _csv_label(text: str, where: str, line: int) -> int | str:
+    """A class number 0..C-1, or a class name (a label that is not a number at all)."""
+    name = text.strip()
+    try:
+        value = int(name)
+    except ValueError:
+        try:
+            float(name)
+        except ValueError:
+            if not name:
+                raise UserError(f"{where}: the label on line {line} is empty; give every row its class") from None
+            return name
+        raise UserError(f"{where}: label '{text[:40]}' on line {line} is a number but not an integer; labels must "
+                        "be class numbers 0..C-1 or class names") from None
+    if value >= MAX_CLASSES:
+        raise UserError(f"{where}: label {text.strip()[:40]} on line {line} is outside 0..{MAX_CLASSES - 1}; labels "
+                        f"must be class numbers 0..C-1 (kd2mcu handles at most {MAX_CLASSES} classes)")
+    return value
+
+
+def _csv_number(text: str, where: str, line: int, column: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not np.isfinite(value):
+        raise UserError(f"{where}: {column} '{text}' on line {line} is not a finite number")
+    return value
+
+
+def _csv_features(sample: str, steps: list[tuple[float, int, list[str]]], names: list[str], where: str) -> np.ndarray:
+    """One sample's rows as float64 [T, F], with the exact cell named when a value is bad."""
+    try:
+        x = np.asarray([values for _, _, values in steps], dtype=str).astype(np.float64)
+    except ValueError:  # the slow path finds the cell and says which
+        x = np.array([[_csv_number(value, where, line, f"feature '{name}'") for name, value in zip(names, values)]
+                      for _, line, values in steps])
+    if not np.isfinite(x).all():
+        step, feature = np.argwhere(~np.isfinite(x))[0]
+        raise UserError(f"{where}: feature '{names[feature]}' is NaN or Inf on line {steps[step][1]} (sample "
+                        f"'{sample}', step {step}); clean or drop that value")
+    return x

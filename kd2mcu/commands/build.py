@@ -13,7 +13,7 @@ import numpy as np
 from kd2mcu import __version__
 from kd2mcu.codegen import render
 from kd2mcu.codegen.buildfolder import BUILD_FILE, MODEL_FILE, SRC_DIR
-from kd2mcu.dataio import Dataset, load_npz, stack_frames
+from kd2mcu.dataio import Dataset, csv_feature_names, load_npz, read_csv, stack_frames
 from kd2mcu.errors import UserError
 from kd2mcu.outputs import OutputFolder, check_output, read_json, write_json
 from kd2mcu.quant import reference
@@ -107,15 +107,59 @@ def fit_frames(model: IntModel, data: Dataset) -> Dataset:
 
 
 def load_inputs(model: IntModel, inputs) -> tuple[Dataset, np.ndarray]:
-    """An --inputs file for sim, emulate and validate: read, fitted to the model's frames, checked against
-    its maximum steps and classes, quantized. Returns (data, x_q)."""
-    data = fit_frames(model, load_npz(inputs, "--inputs"))
+    """An --inputs file (.npz, or .csv as ``kd2mcu train`` reads it) for sim, emulate and validate: read,
+    fitted to the model's frames, checked against its maximum steps and classes, quantized.
+    Returns (data, x_q)."""
+    data = csv_inputs(model, inputs) if Path(inputs).suffix.lower() == ".csv" else load_npz(inputs, "--inputs")
+    data = fit_frames(model, data)
     if data.steps > model.max_steps:
         raise UserError(f"--inputs {inputs}: sequences have {data.steps} steps but the model was built for at most "
                         f"{model.max_steps}; rebuild with --max-steps {data.steps}")
     x_q = quantize_data(model, data)
     check_labels_fit(model, data)
     return data, x_q
+
+
+def csv_inputs(model: IntModel, path) -> Dataset:
+    """--inputs data.csv, in the layout ``kd2mcu train`` reads (``sample``, optional ``label`` and ``step``,
+    the feature columns) and in the training's raw units: standardized with the model's own normalization
+    exactly as training standardized its data (x), and kept raw (x_raw), so that sim, emulate and validate
+    also check the generated C's ``NAME_quantize_input`` on them. Class-name labels are mapped to the
+    model's classes; the feature columns must be the model's, in its order."""
+    if model.is_token_model:
+        raise UserError(f"--inputs {path}: a .csv holds sensor samples but this model reads token ids; give an .npz "
+                        "with x (token ids) or texts")
+    items, y = read_csv(path, "--inputs", labels=False)
+    names = csv_feature_names(path)
+    F = model.sample_features
+    trained = model.normalization.features if model.normalization is not None else None
+    if len(names) != F or (trained and list(trained) != names):
+        want = ", ".join(trained) if trained else f"{F} feature columns"
+        raise UserError(f"--inputs {path}: feature columns {', '.join(names)[:200]} but the model reads {want[:200]}; "
+                        "give the columns it was trained on, in that order")
+    if y is not None and y.dtype.kind == "U":
+        index = {name: k for k, name in enumerate(model.labels or [])}
+        unknown = next((v for v in y if v not in index), None)
+        if unknown is not None:
+            known = ", ".join(model.labels) if model.labels else "none: its labels are numbers"
+            raise UserError(f"--inputs {path}: label {unknown[:40]!r} is not a class of the model (its class names: "
+                            f"{known[:200]})")
+        y = np.array([index[v] for v in y], np.int64)
+    if y is not None and y.size and int(y.min()) < 0:
+        raise UserError(f"--inputs {path}: label {int(y.min())} is not a class; labels are class numbers 0..C-1 "
+                        "or class names")
+    lengths = np.array([len(item) for item in items], np.int64)
+    mean, std = (np.zeros(F), np.ones(F)) if model.normalization is None else \
+        (np.asarray(model.normalization.mean, np.float64), np.asarray(model.normalization.std, np.float64))
+    x_raw = np.tile(mean.astype(np.float32), (len(items), int(lengths.max()), 1))  # padding: the mean (0 once standardized)
+    with np.errstate(over="ignore"):
+        for n, item in enumerate(items):
+            x_raw[n, :len(item)] = item
+    if not np.isfinite(x_raw).all():
+        raise UserError(f"--inputs {path}: a value is beyond float32's range; give values in the training units")
+    x = ((x_raw.astype(np.float64) - mean) / std).astype(np.float32)
+    x[np.arange(x.shape[1])[None, :] >= lengths[:, None]] = 0.0
+    return Dataset(x, y, lengths, str(path), x_raw if model.normalization is not None else None)
 
 
 def check_labels_fit(model: IntModel, data: Dataset) -> None:
@@ -135,7 +179,7 @@ def build_from_onnx(onnx_path: Path, calib_path: Path, out: Path, force: bool, n
     from kd2mcu.quant.onnx_import import import_onnx
 
     render.check_c_name(name)
-    render.check_layout(layout)
+    check_layout_choice(layout)
     board = firmware.load_board(target)
     inputs = (*inputs, onnx_path, calib_path)  # the inputs are checked first, --out when writing
     data = load_npz(calib_path, "--calib")
@@ -163,8 +207,7 @@ def build_from_onnx(onnx_path: Path, calib_path: Path, out: Path, force: bool, n
         "import_max_abs_diff_vs_onnxruntime": imp.max_abs_diff, "quantization": report, "layout": layout,
         "weights": weights,
     }
-    write_build(model, info, out, force, name, board, _vectors(model, vectors_from or data), inputs)
-    return info
+    return write_build(model, info, out, force, name, board, _vectors(model, vectors_from or data), inputs)
 
 
 def _vectors(model: IntModel, data: Dataset):
@@ -189,7 +232,7 @@ def build_from_run(run: Path, out: Path, force: bool, name: str, target: str = f
                                target=target, vectors_from=test, layout=layout, inputs=tuple(run_files),
                                frame_stack=_run_frame_stack(run), weights=weights)
     render.check_c_name(name)
-    render.check_layout(layout)
+    check_layout_choice(layout)
     board = firmware.load_board(target)
     model = _with_max_steps(IntModel.load(run / MODEL_FILE), max_steps, test.steps, "the run's test split")
     model.source = _run_source(run)
@@ -197,8 +240,7 @@ def build_from_run(run: Path, out: Path, force: bool, name: str, target: str = f
             "source_sha256": _sha256(run / MODEL_FILE),
             "quantization": {"method": "quantization-aware training (the run's integer model)"}, "layout": layout,
             "weights": weights}
-    write_build(model, info, out, force, name, board, _vectors(model, test), run_files)
-    return info
+    return write_build(model, info, out, force, name, board, _vectors(model, test), run_files)
 
 
 def _run_source(run: Path) -> str:
@@ -232,37 +274,81 @@ def build_from_intmodel(json_path: Path, out: Path, force: bool, name: str,
                         target: str = firmware.DEFAULT_BOARD, layout: str = "fast",
                         max_steps: Optional[int] = None, weights: str = "flash") -> dict:
     render.check_c_name(name)
-    render.check_layout(layout)
+    check_layout_choice(layout)
     board = firmware.load_board(target)
     check_output(out, force, [json_path])
     model = _with_max_steps(IntModel.load(json_path), max_steps, 1, "one step")
     info = {"kd2mcu_version": __version__, "name": name, "source": str(json_path),
             "source_sha256": _sha256(json_path), "layout": layout, "weights": weights}
-    write_build(model, info, out, force, name, board, inputs=[json_path])
-    return info
+    return write_build(model, info, out, force, name, board, inputs=[json_path])
 
 
 def write_build(model: IntModel, info: dict, out: Path, force: bool, name: str,
-                board: Optional["firmware.Board"] = None, vectors=None, inputs=()) -> None:
+                board: Optional["firmware.Board"] = None, vectors=None, inputs=()) -> dict:
     """Write model.json, src/, build.json and the firmware project (test vectors: ``vectors`` =
     (x_q, lengths), or seeded random inputs when the build has no data) into the build folder ``out``,
-    atomically (``inputs``: the files it was made from, which ``out`` may not replace)."""
+    atomically (``inputs``: the files it was made from, which ``out`` may not replace). A layout or weights
+    placement of ``auto`` is chosen for the board (``resolve_placement``); returns the build.json written."""
     board = board or firmware.load_board(firmware.DEFAULT_BOARD)
     if vectors is None:
         from kd2mcu.quant.random_model import random_inputs
 
         steps = min(model.max_steps, 50)
         vectors = random_inputs(np.random.default_rng(0), model, firmware.DEFAULT_VECTORS, steps)
-    info = dict(info, target=board.name)
-    weights = info.get("weights", "flash")
-    check_weights(model, info.get("layout", "fast"), weights, board)
+    layout, weights, why = resolve_placement(model, board, info.get("layout", "fast"), info.get("weights", "flash"))
+    info = dict(info, target=board.name, layout=layout, weights=weights, placement=why)
+    check_weights(model, layout, weights, board)
     with OutputFolder(out, force, "build", inputs) as folder:
         stage = folder.stage
         (stage / MODEL_FILE).write_text(model.to_json())
-        render.write_sources(model, name, stage / SRC_DIR, info.get("layout", "fast"))
+        render.write_sources(model, name, stage / SRC_DIR, layout)
         firmware.write_project(model, name, board, stage / SRC_DIR, stage / firmware.FIRMWARE_DIR, *vectors,
                                weights=weights)
         write_json(stage / BUILD_FILE, info)
+    return info
+
+
+LAYOUT_CHOICES = (firmware.AUTO, *render.LAYOUTS)
+WEIGHTS_CHOICES = (firmware.AUTO, *firmware.WEIGHTS)
+FLASH_KEPT = 64 * 1024  # --layout auto leaves at least this much of the part's flash to the application's code
+
+
+def check_layout_choice(layout: str) -> None:
+    if layout != firmware.AUTO:
+        render.check_layout(layout)
+
+
+def choose_layout(model: IntModel, board: "firmware.Board") -> tuple[str, str]:
+    """``--layout auto``: (layout, why). The fast layout had the fewest modelled cycles on every size the
+    memory-system cycle model measured (benchmarks/cycle_model/layouts.py: with flash wait states on the
+    stm32f405 it ties compact within 0.4% on S3 and S4 and wins S1 and S2; on the stm32l476 it wins all
+    four; with no wait state, or its weights in RAM, compact runs 1.2-1.5x its instructions). Compact is
+    chosen only where fast's weights would not leave ``FLASH_KEPT`` of the part's flash and compact's do."""
+    flash = firmware.memory_bytes(board.memory["flash_size"])
+    fast, compact = render.weight_bytes(model, "fast"), render.weight_bytes(model, "compact")
+    if fast > flash - FLASH_KEPT and compact <= flash - FLASH_KEPT:
+        return "compact", (f"the fast layout's weights ({fast:,} B) would leave less than {FLASH_KEPT // 1024} KB of "
+                           f"the {board.name}'s {flash // 1024:,} KB flash; compact's take {compact:,} B")
+    return "fast", ("the fewest modelled cycles, or a tie with compact, on every size that "
+                    "benchmarks/cycle_model/layouts.py measured, with and without flash wait states")
+
+
+def resolve_placement(model: IntModel, board: "firmware.Board", layout: str, weights: str) -> tuple[str, str, dict]:
+    """(layout, weights, why): ``auto`` choices made for the board (``choose_layout``, then
+    ``firmware.choose_weights`` for that layout's weight bytes), the others kept as asked."""
+    check_layout_choice(layout)
+    if weights not in WEIGHTS_CHOICES:
+        raise UserError(f"--weights {weights}: choose auto, flash or ram")
+    why = {}
+    if layout == firmware.AUTO:
+        layout, why["layout"] = choose_layout(model, board)
+    else:
+        why["layout"] = f"as asked (--layout {layout})"
+    if weights == firmware.AUTO:
+        weights, why["weights"] = firmware.choose_weights(board, render.weight_bytes(model, layout))
+    else:
+        why["weights"] = f"as asked (--weights {weights})"
+    return layout, weights, why
 
 
 RAM_KEPT = 16 * 1024  # --weights ram into the board's only RAM leaves at least this for the application
@@ -293,7 +379,7 @@ def build_from_checkpoint(checkpoint: Path, calib_path: Path, out: Path, force: 
     from kd2mcu.train.student import example_input, export_onnx
     from kd2mcu.train.student import load as load_student
 
-    render.check_layout(layout)
+    check_layout_choice(layout)
     if not Path(checkpoint).is_file():
         raise UserError(f"{checkpoint}: no such student checkpoint")
     check_output(out, force, [checkpoint, calib_path])

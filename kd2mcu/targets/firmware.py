@@ -46,6 +46,7 @@ class Board:
     core_clock_hz: int = 0  # the part's full core clock (the product's), for latency figures
     clock: dict = None  # the PLL, flash and bus settings for that clock (firmware/src/clock.c), as -D flags
     power: dict = None  # run-mode current at that clock with its datasheet source, for energy estimates
+    fast_ram_gain: str = ""  # what the cycle model measured for weights in the fast RAM against flash
 
 
 def memory_bytes(size: str) -> int:
@@ -87,7 +88,8 @@ def load_board(name: str) -> Board:
         raise UserError(f"unknown target {str(name)[:80]!r}: choose one of {', '.join(boards())}")
     d = json.loads((resource_dir("firmware") / "boards" / f"{name}.json").read_text())
     board = Board(d["name"], d["description"], d["cpu_flags"], d["memory"], d["usart"], d["emulator"],
-                  d["openocd_target"], d["flash_address"], int(d.get("core_clock_hz", 0)), dict(d.get("clock", {})), d.get("power"))
+                  d["openocd_target"], d["flash_address"], int(d.get("core_clock_hz", 0)), dict(d.get("clock", {})), d.get("power"),
+                  str(d.get("fast_ram_gain", "")))
     _check_board(board)
     return board
 
@@ -121,6 +123,26 @@ def _memory_ld(mem: dict) -> str:
 
 
 WEIGHTS = ("flash", "ram")
+AUTO = "auto"
+
+
+def choose_weights(board: Board, weight_bytes: int) -> tuple[str, str]:
+    """``--weights auto``: (flash or ram, why). The weights go to the board's core-coupled data RAM
+    (``fast_ram_*`` in its file: the STM32F405's 64 KB CCM) when they fit it: no weight read then waits
+    for a flash wait state, and that RAM is one an application rarely fills (no DMA reaches the F405's
+    CCM). Everywhere else they stay in flash: a board's only RAM is the application's (``--weights ram``
+    still copies them there when asked). The board file's ``fast_ram_gain`` says what the memory-system
+    cycle model (benchmarks/cycle_model/layouts.py) measured for the move."""
+    mem = board.memory
+    if "fast_ram_origin" not in mem:
+        return "flash", (f"the {board.name} has no core-coupled RAM, and its RAM is the application's "
+                         "(--weights ram copies them there)")
+    name, room = mem.get("fast_ram_name", "fast RAM"), memory_bytes(mem["fast_ram_size"])
+    if weight_bytes > room:
+        return "flash", f"they take {weight_bytes:,} B, more than the {board.name}'s {name} ({room:,} B)"
+    gain = f"; the cycle model measured {board.fast_ram_gain}" if board.fast_ram_gain else ""
+    return "ram", (f"they fit the {board.name}'s {name}, {weight_bytes:,} of {room:,} B, which reads with no "
+                   f"flash wait state{gain}")
 
 
 def weights_ram_bytes(board: "Board") -> tuple[int, str]:

@@ -87,6 +87,7 @@ def footprint(build_dir: Path, opt: str = "-O2", portable: Optional[bool] = None
         "target": board.name, "compiler_flags": " ".join(board.cpu_flags + [opt] + extra_cflags),
         "layout": read_build_info(d).get("layout", "fast"),
         "weights": read_build_info(d).get("weights", "flash"),
+        "placement": read_build_info(d).get("placement", {}),
         "kernel_path": kernel_path(board, portable),
         "flash_code_bytes": sizes["code"], "flash_constant_bytes": sizes["constants"],
         "flash_weight_bytes": sizes["weights"], "flash_preprocess_bytes": sizes["preprocess"],
@@ -142,6 +143,8 @@ def format_report(r: dict) -> str:
         ("weights read from", "flash" if r.get("weights", "flash") == "flash" else
          f"{r['weights_ram']} ({r['ram_weight_bytes']:,} B copied there at start-up from flash: no flash wait "
          "states on weight reads)"),
+        *[(f"{what} chosen because", why) for what, why in (("layout", r.get("placement", {}).get("layout")),
+                                                           ("placement", r.get("placement", {}).get("weights"))) if why],
         ("flash: code", f"{r['flash_code_bytes']:,} B"),
         ("flash: weights + biases", f"{r['flash_weight_bytes']:,} B"),
         ("flash: pre-processing and class names", f"{r['flash_preprocess_bytes']:,} B"),

@@ -218,17 +218,10 @@ def read_corpus(path) -> Corpus:
             raise UserError(f"--data {path}: the file holds no text; give one text per line")
         return Corpus("text", lines, str(p), sha)
     if suffix == ".csv":
-        import csv
+        from kd2mcu.dataio import csv_feature_names, read_csv
 
-        from kd2mcu.train.datasets import _read_csv
-
-        try:
-            samples = _read_csv(p, "--data", labels=False)
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise UserError(f"--data {path}: not a readable UTF-8 .csv file ({exc})") from None
-        from kd2mcu.train.datasets import _csv_feature_names
-
-        return Corpus("sequence", samples.items, str(p), sha, _csv_feature_names(p))
+        items, _ = read_csv(p, "--data", labels=False)
+        return Corpus("sequence", items, str(p), sha, csv_feature_names(p))
     from kd2mcu.dataio import load_npz
 
     ds = _load_npz_texts(p) or load_npz(p, "--data", names=True)

@@ -316,3 +316,46 @@ def test_weights_too_large_for_ram_are_refused_in_one_line(tmp_path):
                   "--target", "stm32l476")  # no fast RAM: its 96 KB RAM, less 16 KB for the application
     assert_user_error(proc, "take 100,880 bytes", "RAM has room for 81,920", "--weights flash")
     assert "compact" not in proc.stderr.split("room for")[1] and not (tmp_path / "b").exists()
+
+
+def test_build_places_weights_in_ccm_where_they_fit_and_says_why(tmp_path):
+    """--weights auto (the default): the F405's CCM when the weights fit it, flash where the part has no
+    core-coupled RAM or they do not fit; an explicit choice is kept; build.json and report say why."""
+    small = random_model(np.random.default_rng(6), ModelShape(input_size=6, hidden=16, steps=10, classes=4))
+    big = random_model(np.random.default_rng(5), ModelShape(input_size=64, hidden=128, steps=10, classes=4))
+    (tmp_path / "small.json").write_text(small.to_json())
+    (tmp_path / "big.json").write_text(big.to_json())
+    cases = [("small", [], "ram", ["fit the stm32f405's CCM", "of 65,536 B", "0.76-0.81x"]),
+             ("small", ["--target", "stm32l476"], "flash", ["no core-coupled RAM", "the application's"]),
+             ("big", [], "flash", ["199,184 B, more than the stm32f405's CCM (65,536 B)"]),
+             ("small", ["--weights", "flash"], "flash", ["as asked (--weights flash)"])]
+    for k, (which, args, where, words) in enumerate(cases):
+        out = tmp_path / f"b{k}"
+        proc = kd2mcu("build", tmp_path / f"{which}.json", "--out", out, *args)
+        assert proc.returncode == 0, proc.stderr
+        info = json.loads((out / "build.json").read_text())
+        assert info["weights"] == where and info["layout"] == "fast", info
+        assert all(w in info["placement"]["weights"] for w in words), info["placement"]
+        assert "fewest modelled cycles" in info["placement"]["layout"]
+        assert f"weights in {'flash' if where == 'flash' else 'RAM'}" in proc.stdout
+        board_mk = (out / "firmware" / "board.mk").read_text()
+        assert ("-DKD2MCU_WEIGHTS_IN_RAM" in board_mk) == (where == "ram")
+    require_arm()
+    text = kd2mcu("report", tmp_path / "b0").stdout
+    assert "placement chosen because" in text and "fit the stm32f405's CCM" in text
+    assert "weights read from                                  CCM" in text
+
+
+def test_layout_auto_gives_compact_only_where_fast_crowds_the_flash():
+    from kd2mcu.codegen.render import weight_bytes
+    from kd2mcu.commands.build import FLASH_KEPT, choose_layout
+
+    model = random_model(np.random.default_rng(5), ModelShape(input_size=64, hidden=128, steps=10, classes=4))
+    board = firmware.load_board("stm32f405")
+    assert choose_layout(model, board)[0] == "fast"
+    fast, compact = weight_bytes(model, "fast"), weight_bytes(model, "compact")
+    board.memory = dict(board.memory, flash_size=str(compact + FLASH_KEPT))  # compact fits exactly, fast does not
+    layout, why = choose_layout(model, board)
+    assert layout == "compact" and f"({fast:,} B)" in why and f"{compact:,} B" in why
+    board.memory = dict(board.memory, flash_size=str(compact + FLASH_KEPT - 1))  # neither fits: fast, the fastest
+    assert choose_layout(model, board)[0] == "fast"
