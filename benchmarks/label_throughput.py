@@ -60,7 +60,7 @@ def teachers(work: Path) -> dict:
         sh("train", "--out", runs["transformer"], "--teacher", "transformer", "--set", "teacher.epochs=5", *quick)
     if not (runs["MiniLM"] / "teacher.pt").is_file():
         print("fine-tuning the MiniLM teacher (1,500 reviews, 1 epoch) ...", flush=True)
-        sh("train", "--out", runs["MiniLM"], "--teacher", "pretrained", "--set", "teacher.epochs=1", *quick)
+        sh("train", "--out", runs["MiniLM"], "--teacher", "pretrained", "--set", "teacher.finetune_epochs=1", *quick)
     return runs
 
 

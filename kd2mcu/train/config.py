@@ -67,7 +67,8 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
         "heads": (4, "transformer: attention heads"),
         "ff": (128, "transformer: feed-forward width"),
         "dropout": (0.1, "transformer: dropout"),
-        "epochs": (200, "training epochs of the transformer (of a pretrained teacher: fine-tuning epochs, about 3 suffice)"),
+        "epochs": (200, "training epochs of the transformer"),
+        "finetune_epochs": (3, "pretrained teacher: fine-tuning epochs (its encoder already knows the language)"),
         "patience": (30, "transformer: stop once this many epochs in a row bring no better validation accuracy (0: "
                          "never; only with 50 or more validation samples, fewer cannot tell epochs apart)"),
         "lr": (1e-3, "learning rate (AdamW, cosine schedule)"),
@@ -222,7 +223,7 @@ def validate(cfg: dict, source: str) -> dict:
         (d["select"] in ("accuracy", "loss"), "[distill] select must be accuracy or loss"),
         (0.0 <= cfg["prune"]["sparsity"] <= 0.95, "[prune] sparsity must lie in 0..0.95"),
         (0.0 <= cfg["prune"]["start"] < cfg["prune"]["end"] <= 1.0, "[prune] needs 0 <= start < end <= 1"),
-        (all(0 <= v <= MAX_EPOCHS for v in (t["epochs"], d["warmup_epochs"], d["epochs"], cfg["qat"]["epochs"])),
+        (all(0 <= v <= MAX_EPOCHS for v in (t["epochs"], t["finetune_epochs"], d["warmup_epochs"], d["epochs"], cfg["qat"]["epochs"])),
          f"epochs must lie in 0..{MAX_EPOCHS}"),
         (d["batch_size"] <= 65536 and t["batch_size"] <= 65536, "batch sizes must be at most 65536"),
         (t["width"] <= 4096 and t["ff"] <= 16384 and t["depth"] <= 48 and t["heads"] <= 64,

@@ -183,8 +183,8 @@ def schedule(cfg: dict, n_train: int) -> dict:
     budget = work["run"]["stage_samples"]
     if budget:
         cap = max(1, budget // max(n_train, 1))
-        for section, key in (("teacher", "epochs"), ("distill", "warmup_epochs"), ("distill", "epochs"),
-                             ("qat", "epochs")):
+        for section, key in (("teacher", "epochs"), ("teacher", "finetune_epochs"), ("distill", "warmup_epochs"),
+                             ("distill", "epochs"), ("qat", "epochs")):
             work[section][key] = min(work[section][key], cap)
     return work
 
@@ -329,7 +329,8 @@ def _distill_and_write(stage: Path, cfg: dict, quiet: bool, task: TaskData, teac
         "teacher_params": teacher.params or None,
         "seed": seed,
         "seconds": {"teacher": round(t_teacher, 1), "student": round(t_student, 1)},
-        "schedule": {"teacher_epochs": cfg["teacher"]["epochs"], "warmup_epochs": dcfg["warmup_epochs"],
+        "schedule": {"teacher_epochs": cfg["teacher"]["finetune_epochs" if cfg["teacher"]["kind"] == "pretrained" else
+                                                  "epochs"], "warmup_epochs": dcfg["warmup_epochs"],
                      "distill_epochs": len(h2["loss"]), "qat_epochs": cfg["qat"]["epochs"],
                      "batch_size": dcfg["batch_size"]},
     }

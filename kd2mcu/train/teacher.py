@@ -425,6 +425,7 @@ def cache_key(task: TaskData, tcfg: dict, align_layers: list[int]) -> str:
         for a in (getattr(task, f"x_{split}"), getattr(task, f"len_{split}"), getattr(task, f"y_{split}")):
             h.update(np.ascontiguousarray(a).tobytes())
     settings = dict(tcfg)
+    settings.pop("finetune_epochs" if settings.get("kind") != "pretrained" else "epochs", None)  # only what it reads
     if settings.get("path"):
         settings["path_sha256"] = hashlib.sha256(Path(settings["path"]).read_bytes()).hexdigest() \
             if Path(settings["path"]).is_file() else settings["path"]

@@ -265,7 +265,7 @@ def finetune(task, tcfg: dict, layers: list[int], quiet: bool = False) -> tuple[
         lg, _ = _predict(model, *tokens["val"], [])
         return float(np.mean(lg.argmax(1) == y_val))
 
-    history = run_stage("teacher", [model], step_loss, len(y_train), epochs=int(tcfg["epochs"]), lr=float(tcfg["lr"]),
+    history = run_stage("teacher", [model], step_loss, len(y_train), epochs=int(tcfg["finetune_epochs"]), lr=float(tcfg["lr"]),
                         weight_decay=WEIGHT_DECAY, batch_size=int(tcfg["batch_size"]), grad_clip=GRAD_CLIP,
                         seed=int(tcfg["seed"]), evaluate=val_accuracy, quiet=quiet, param_groups=groups)
 

