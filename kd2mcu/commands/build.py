@@ -102,7 +102,13 @@ def fit_frames(model: IntModel, data: Dataset) -> Dataset:
     elif x_raw is not None:  # the last frame padded with the mean (real 0), as in training
         mean = np.zeros(x_raw.shape[2], np.float32) if model.normalization is None else \
             np.asarray(model.normalization.mean, np.float32)
-        x_raw = stack_frames(x_raw - mean, data.lengths, k)[0] + np.tile(mean, k)
+        N, T, F = x_raw.shape
+        steps = -(-T // k)
+        padded = np.tile(mean, (N, steps * k, 1))
+        padded[:, :T] = x_raw
+        n_len = np.full(N, T, np.int64) if data.lengths is None else np.asarray(data.lengths, np.int64)
+        padded[np.arange(steps * k)[None, :] >= n_len[:, None]] = mean
+        x_raw = padded.reshape(N, steps, k * F)
     return Dataset(x, data.y, lengths, data.path, x_raw, data.texts)
 
 
@@ -151,13 +157,14 @@ def csv_inputs(model: IntModel, path) -> Dataset:
     lengths = np.array([len(item) for item in items], np.int64)
     mean, std = (np.zeros(F), np.ones(F)) if model.normalization is None else \
         (np.asarray(model.normalization.mean, np.float64), np.asarray(model.normalization.std, np.float64))
-    x_raw = np.tile(mean.astype(np.float32), (len(items), int(lengths.max()), 1))  # padding: the mean (0 once standardized)
+    values = np.tile(mean, (len(items), int(lengths.max()), 1))  # float64 as parsed; padding: the mean
+    for n, item in enumerate(items):
+        values[n, :len(item)] = item
     with np.errstate(over="ignore"):
-        for n, item in enumerate(items):
-            x_raw[n, :len(item)] = item
+        x_raw = values.astype(np.float32)  # what firmware would hold: the raw path's input
     if not np.isfinite(x_raw).all():
         raise UserError(f"--inputs {path}: a value is beyond float32's range; give values in the training units")
-    x = ((x_raw.astype(np.float64) - mean) / std).astype(np.float32)
+    x = ((values - mean) / std).astype(np.float32)  # as training standardizes its float64 data
     x[np.arange(x.shape[1])[None, :] >= lengths[:, None]] = 0.0
     return Dataset(x, y, lengths, str(path), x_raw if model.normalization is not None else None)
 
@@ -340,18 +347,31 @@ def resolve_placement(model: IntModel, board: "firmware.Board", layout: str, wei
     if weights not in WEIGHTS_CHOICES:
         raise UserError(f"--weights {weights}: choose auto, flash or ram")
     why = {}
-    if layout == firmware.AUTO:
+    if layout == firmware.AUTO and weights == "ram" and not _fits_ram(model, "fast", board) \
+            and _fits_ram(model, "compact", board):
+        layout, why["layout"] = "compact", ("--weights ram: only the compact layout's weights fit the "
+                                            f"{board.name}'s {firmware.weights_ram_bytes(board)[1]}")
+    elif layout == firmware.AUTO:
         layout, why["layout"] = choose_layout(model, board)
     else:
         why["layout"] = f"as asked (--layout {layout})"
     if weights == firmware.AUTO:
-        weights, why["weights"] = firmware.choose_weights(board, render.weight_bytes(model, layout))
+        weights, why["weights"] = firmware.choose_weights(board, render.weight_bytes(model, layout), layout)
     else:
         why["weights"] = f"as asked (--weights {weights})"
     return layout, weights, why
 
 
 RAM_KEPT = 16 * 1024  # --weights ram into the board's only RAM leaves at least this for the application
+
+
+def _ram_room(board: "firmware.Board") -> int:
+    size, region = firmware.weights_ram_bytes(board)
+    return size if region != "RAM" else size - RAM_KEPT
+
+
+def _fits_ram(model: IntModel, layout: str, board: "firmware.Board") -> bool:
+    return render.weight_bytes(model, layout) <= _ram_room(board)
 
 
 def check_weights(model: IntModel, layout: str, weights: str, board: "firmware.Board") -> None:
@@ -362,8 +382,7 @@ def check_weights(model: IntModel, layout: str, weights: str, board: "firmware.B
     if weights == "flash":
         return
     need = render.weight_bytes(model, layout)
-    size, region = firmware.weights_ram_bytes(board)
-    room = size if region != "RAM" else size - RAM_KEPT
+    region, room = firmware.weights_ram_bytes(board)[1], _ram_room(board)
     if need > room:
         raise UserError(f"--weights ram: the {layout} layout's weights take {need:,} bytes but the {board.name}'s "
                         f"{region} has room for {room:,}; keep them in flash (--weights flash)"

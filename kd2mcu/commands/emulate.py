@@ -55,7 +55,8 @@ def emulate(build_dir, inputs=None, opt: str = "-O2", timeout: float = 600.0, po
                         f"instructions = ticks x {1e9 / hz:.3f}, resolution one tick" if source == "systick"
                         else "DWT cycle counter"),
         "flash_bytes": sizes["flash_bytes"], "ram_bytes": sizes["ram_bytes"],
-        "size_note": "whole test firmware (arm-none-eabi-size: text+data, data+bss), test vectors included",
+        "size_note": ("whole test firmware (arm-none-eabi-size: text+data, data+bss, plus the weights copied to RAM "
+                      "at start-up), test vectors included"),
     }
     if y is not None:
         result["accuracy"] = float(np.mean(sim.logits.argmax(1) == y))

@@ -126,7 +126,7 @@ WEIGHTS = ("flash", "ram")
 AUTO = "auto"
 
 
-def choose_weights(board: Board, weight_bytes: int) -> tuple[str, str]:
+def choose_weights(board: Board, weight_bytes: int, layout: str = "fast") -> tuple[str, str]:
     """``--weights auto``: (flash or ram, why). The weights go to the board's core-coupled data RAM
     (``fast_ram_*`` in its file: the STM32F405's 64 KB CCM) when they fit it: no weight read then waits
     for a flash wait state, and that RAM is one an application rarely fills (no DMA reaches the F405's
@@ -135,12 +135,13 @@ def choose_weights(board: Board, weight_bytes: int) -> tuple[str, str]:
     cycle model (benchmarks/cycle_model/layouts.py) measured for the move."""
     mem = board.memory
     if "fast_ram_origin" not in mem:
-        return "flash", (f"the {board.name} has no core-coupled RAM, and its RAM is the application's "
-                         "(--weights ram copies them there)")
+        return "flash", (f"the {board.name}'s board file declares no core-coupled RAM, and its RAM is the "
+                         "application's (--weights ram copies them there)")
     name, room = mem.get("fast_ram_name", "fast RAM"), memory_bytes(mem["fast_ram_size"])
     if weight_bytes > room:
         return "flash", f"they take {weight_bytes:,} B, more than the {board.name}'s {name} ({room:,} B)"
-    gain = f"; the cycle model measured {board.fast_ram_gain}" if board.fast_ram_gain else ""
+    gain = f"; for the fast layout the cycle model measured {board.fast_ram_gain}" \
+        if board.fast_ram_gain and layout == "fast" else ""
     return "ram", (f"they fit the {board.name}'s {name}, {weight_bytes:,} of {room:,} B, which reads with no "
                    f"flash wait state{gain}")
 
@@ -257,4 +258,12 @@ def elf_size(elf: Path) -> dict:
     out = subprocess.run([arm_tool("arm-none-eabi-size"), "-B", str(elf)], capture_output=True, text=True,
                          check=True).stdout.splitlines()[1].split()
     text, data, bss = int(out[0]), int(out[1]), int(out[2])
-    return {"text": text, "data": data, "bss": bss, "flash_bytes": text + data, "ram_bytes": data + bss}
+    lines = subprocess.run([arm_tool("arm-none-eabi-nm"), str(elf)], capture_output=True, text=True,
+                           check=True).stdout.splitlines()
+    where = {parts[2]: int(parts[0], 16) for parts in map(str.split, lines)
+             if len(parts) == 3 and parts[2] in ("_sweights", "_eweights")}
+    weights = where["_eweights"] - where["_sweights"] if len(where) == 2 else 0
+    # weights copied to RAM at start-up (.kd2mcu_weights) count as text for size -B: their load image is
+    # flash, and their copy is RAM too
+    return {"text": text, "data": data, "bss": bss, "flash_bytes": text + data, "ram_bytes": data + bss + weights,
+            "ram_weight_bytes": weights}

@@ -276,11 +276,13 @@ def test_weights_in_ram_are_copied_at_start_up_and_stay_bit_exact(layout, tmp_pa
                 "kd2mcu_model", firmware.load_board("stm32f405"))
     project = tmp_path / "b" / "firmware"
     for emulate_flag, base in ((False, 0x10000000), (True, 0x20000000)):
-        syms = _symbols(firmware.make(project, emulate=emulate_flag, opt="-O2", extra_cflags="-pedantic"))
+        elf = firmware.make(project, emulate=emulate_flag, opt="-O2", extra_cflags="-pedantic")
+        syms = _symbols(elf)
         size = syms["_eweights"] - syms["_sweights"]  # the head's biases may become immediates: at most 16 B fewer
         assert syms["_sweights"] == base and weight_bytes(model, layout) - 16 <= size <= weight_bytes(model, layout)
         assert base <= syms["L0F_W"] < syms["_eweights"] and base <= syms["KD2MCU_MODEL_HEAD_W"] < syms["_eweights"]
         assert 0x08000000 <= syms["_siweights"] < 0x08100000
+        assert firmware.elf_size(elf)["ram_weight_bytes"] == size  # emulate's RAM figure counts the copy
     x, lengths = random_inputs(rng, model, 12, shape.steps)
     save_inputs(model, x, lengths, tmp_path / "d.npz")
     result = emulate(tmp_path / "b", tmp_path / "d.npz")
@@ -359,3 +361,22 @@ def test_layout_auto_gives_compact_only_where_fast_crowds_the_flash():
     assert layout == "compact" and f"({fast:,} B)" in why and f"{compact:,} B" in why
     board.memory = dict(board.memory, flash_size=str(compact + FLASH_KEPT - 1))  # neither fits: fast, the fastest
     assert choose_layout(model, board)[0] == "fast"
+
+
+def test_weights_ram_with_layout_auto_takes_compact_where_only_compact_fits(tmp_path):
+    from kd2mcu.codegen.render import weight_bytes
+
+    model = random_model(np.random.default_rng(8), ModelShape(input_size=32, hidden=96, steps=10, classes=4))
+    assert weight_bytes(model, "compact") <= 65536 < weight_bytes(model, "fast")
+    (tmp_path / "m.json").write_text(model.to_json())
+    proc = kd2mcu("build", tmp_path / "m.json", "--out", tmp_path / "b", "--weights", "ram")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads((tmp_path / "b" / "build.json").read_text())
+    assert info["layout"] == "compact" and info["weights"] == "ram"
+    assert "only the compact layout's weights fit the stm32f405's CCM" in info["placement"]["layout"]
+    proc = kd2mcu("build", tmp_path / "m.json", "--out", tmp_path / "c", "--weights", "ram", "--layout", "fast")
+    assert_user_error(proc, "--weights ram", "CCM has room for 65,536", "--layout compact")
+    proc = kd2mcu("build", tmp_path / "m.json", "--out", tmp_path / "d")  # auto, auto: fast in flash
+    info = json.loads((tmp_path / "d" / "build.json").read_text())
+    assert (info["layout"], info["weights"]) == ("fast", "flash") and "more than the stm32f405's CCM" in \
+        info["placement"]["weights"]
