@@ -211,6 +211,9 @@ def _read_csv(path: str | Path, option: str, labels: bool) -> tuple[list, np.nda
             if sep is not None:
                 raise UserError(f"{where}: the columns are separated by {sep!r}, not commas; save the file as "
                                 "comma-separated CSV (pandas: df.to_csv(path, index=False))")
+        twice = next((name for k, name in enumerate(header) if name in header[:k]), None)
+        if twice is not None:
+            raise UserError(f"{where}: the header names column '{twice[:40]}' twice; give every column its own name")
         missing = [name for name in ("sample", "label") if name not in header and (labels or name == "sample")]
         if missing:
             raise UserError(f"{where}: no column {' or '.join(repr(m) for m in missing)} in the header "

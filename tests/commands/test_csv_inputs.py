@@ -141,6 +141,9 @@ def test_bad_csv_inputs_are_one_line(build, tmp_path):
     unknown = tmp_path / "unknown.csv"
     unknown.write_text("sample,label,ax,pressure Pa,gyro z\nr1,swim,1,2,3\n")
     assert_user_error(kd2mcu("sim", tmp / "b", "--inputs", unknown), "'swim' is not a class", "walk, run, sit, jump")
+    twice = tmp_path / "twice.csv"
+    twice.write_text("sample,label,ax,pressure Pa,gyro z,sample\nr1,walk,1,2,3,r2\n")
+    assert_user_error(kd2mcu("sim", tmp / "b", "--inputs", twice), "column 'sample' twice")
     big = tmp_path / "big.csv"
     big.write_text("sample,label,ax,pressure Pa,gyro z\nr1,walk,1e300,2,3\n")
     assert_user_error(kd2mcu("sim", tmp / "b", "--inputs", big), "beyond float32")
