@@ -1,4 +1,5 @@
-"""The data file format every command reads: an .npz with ``x`` and optional ``y`` and ``lengths``.
+"""The data files every command reads: an .npz with ``x`` and optional ``y`` and ``lengths`` (below), and
+the CSV layout of ``kd2mcu train`` (``read_csv``: one row per time step, kd2mcu.train.datasets documents it).
 
 - ``x``: float [N, T, F] feature sequences, or integer token ids [N, T] for an embedding model.
 - ``y``: integer labels [N] (optional).
