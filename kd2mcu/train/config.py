@@ -86,8 +86,9 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
                         "stage 2 (sensor data; teachers that can label new inputs; not with beta > 0)"),
         "transfer_mixup": (0.0, "share of the transfer set's views that are mixtures of two (mixup: inputs between "
                                 "the samples, labelled by the teacher)"),
-        "select": ("accuracy", "stage 2 keeps the epoch with the best validation accuracy, or (loss) the lowest "
-                               "validation distillation loss, far less noisy on a small validation split"),
+        "select": ("auto", "stage 2 keeps the epoch with the best validation accuracy (accuracy), or the lowest "
+                           "validation distillation loss (loss), far less noisy on a small validation split; auto: "
+                           "loss below 50 validation samples, else accuracy"),
         "fallback": (True, "also train the student without the teacher and ship that one (QAT on hard labels) when "
                            "it beats the distilled student on the validation split by more than chance (a sign test)"),
         "epochs": (100, "stage 2: full distillation"),
@@ -220,7 +221,7 @@ def validate(cfg: dict, source: str) -> dict:
         (0 <= data["frame_stack"] <= 64, "[data] frame_stack must lie in 0..64 (0: auto)"),
         (0 <= d["transfer"] <= 100, "[distill] transfer must lie in 0..100"),
         (0.0 <= d["transfer_mixup"] <= 1.0, "[distill] transfer_mixup must lie in 0..1"),
-        (d["select"] in ("accuracy", "loss"), "[distill] select must be accuracy or loss"),
+        (d["select"] in ("auto", "accuracy", "loss"), "[distill] select must be auto, accuracy or loss"),
         (0.0 <= cfg["prune"]["sparsity"] <= 0.95, "[prune] sparsity must lie in 0..0.95"),
         (0.0 <= cfg["prune"]["start"] < cfg["prune"]["end"] <= 1.0, "[prune] needs 0 <= start < end <= 1"),
         (all(0 <= v <= MAX_EPOCHS for v in (t["epochs"], t["finetune_epochs"], d["warmup_epochs"], d["epochs"], cfg["qat"]["epochs"])),

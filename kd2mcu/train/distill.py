@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from kd2mcu.train.datasets import TaskData
-from kd2mcu.train.optim import run_stage
+from kd2mcu.train.optim import MIN_VAL_SAMPLES, run_stage
 from kd2mcu.train.student import Adapter, TinyLSTM
 from kd2mcu.train.teacher import TeacherOutputs
 
@@ -178,7 +178,7 @@ def train_distill(student: TinyLSTM, adapters: list[Adapter], task: TaskData, te
 
     extra = [attention_proj] if attention_proj is not None else []
     score = None
-    if dcfg["select"] == "loss" and len(task.y_val):
+    if selection(dcfg, task) == "loss":
         def score():
             return -validation_loss(student, task, teacher, dcfg)
     history = run_stage("distill", [student, *adapters, *extra], step_loss, len(yt), epochs=epochs, quiet=quiet,
@@ -187,6 +187,16 @@ def train_distill(student: TinyLSTM, adapters: list[Adapter], task: TaskData, te
     if pruner is not None:
         pruner.finalize()
     return history
+
+
+def selection(dcfg: dict, task: TaskData) -> str:
+    """What stage 2 keeps its epoch by: ``[distill] select``, where ``auto`` is the validation loss on a
+    validation split below ``MIN_VAL_SAMPLES`` samples and the validation accuracy on a larger one."""
+    if not len(task.y_val):
+        return "accuracy"  # (no validation split: run_stage keeps the last epoch)
+    if dcfg["select"] == "auto":
+        return "loss" if len(task.y_val) < MIN_VAL_SAMPLES else "accuracy"
+    return dcfg["select"]
 
 
 def validation_loss(student: TinyLSTM, task: TaskData, teacher: TeacherOutputs, dcfg: dict) -> float:

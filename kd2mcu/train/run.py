@@ -331,7 +331,8 @@ def _distill_and_write(stage: Path, cfg: dict, quiet: bool, task: TaskData, teac
         "seconds": {"teacher": round(t_teacher, 1), "student": round(t_student, 1)},
         "schedule": {"teacher_epochs": cfg["teacher"]["finetune_epochs" if cfg["teacher"]["kind"] == "pretrained" else
                                                   "epochs"], "warmup_epochs": dcfg["warmup_epochs"],
-                     "distill_epochs": len(h2["loss"]), "qat_epochs": cfg["qat"]["epochs"],
+                     "distill_epochs": len(h2["loss"]), "distill_selection": distill.selection(dcfg, task),
+                     "distill_best_epoch": h2.get("best_epoch"), "qat_epochs": cfg["qat"]["epochs"],
                      "batch_size": dcfg["batch_size"]},
     }
     if baseline is not None:

@@ -39,13 +39,13 @@ from torch import nn
 
 from kd2mcu.errors import UserError
 from kd2mcu.train.datasets import TaskData
-from kd2mcu.train.optim import run_stage
+from kd2mcu.train.optim import MIN_VAL_SAMPLES, run_stage
 
 SPLITS = ("train", "val", "test")
 # Early stopping needs a validation split that can tell epochs apart: on 5 or 8 samples (ArrowHead,
 # PickupGestureWiimoteZ) it stopped the teacher after 25-50 epochs at 40-56% test accuracy, where 200
 # epochs reach 71-72%.
-MIN_VAL_FOR_PATIENCE = 50
+MIN_VAL_FOR_PATIENCE = MIN_VAL_SAMPLES
 TEACHER_CODE_VERSION = 4  # part of the cache key: raise it when the teacher's code changes its outputs
 
 

@@ -380,3 +380,17 @@ def test_an_interrupted_run_leaves_no_teacher_file_and_no_folder(tmp_path, monke
         run_train(cfg, tmp_path / "run", quiet=True)
     assert not [p for p in tmp.iterdir() if p.name.startswith("kd2mcu-teacher-")]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp"]
+
+
+def test_stage_2_keeps_its_epoch_by_the_loss_on_a_small_validation_split():
+    from types import SimpleNamespace
+
+    from kd2mcu.train.distill import selection
+    from kd2mcu.train.optim import MIN_VAL_SAMPLES
+    from kd2mcu.train.run import resolve_config
+
+    assert resolve_config(None)["distill"]["select"] == "auto"
+    small, large, none = (SimpleNamespace(y_val=np.zeros(n)) for n in (MIN_VAL_SAMPLES - 1, MIN_VAL_SAMPLES, 0))
+    assert selection({"select": "auto"}, small) == "loss" and selection({"select": "auto"}, large) == "accuracy"
+    assert selection({"select": "accuracy"}, small) == "accuracy" and selection({"select": "loss"}, large) == "loss"
+    assert selection({"select": "loss"}, none) == "accuracy"  # nothing to score: run_stage keeps the last epoch
