@@ -97,8 +97,11 @@ def footprint(build_dir: Path, opt: str = "-O2", portable: Optional[bool] = None
         **macs(model), "max_steps": model.max_steps,
     }
     if out["weights"] == "ram":  # copied at start-up; flash keeps the load image
-        out["ram_weight_bytes"] = sizes["weights"]
-        out["weights_ram"] = weights_ram_bytes(board)[1]
+        room, region = weights_ram_bytes(board)
+        out.update({"ram_weight_bytes": sizes["weights"], "weights_ram": region,
+                    "weights_ram_share": sizes["weights"] / room})
+        if region == "RAM":  # the board's only RAM: the weights count in the model's RAM
+            out["ram_total_bytes"] += sizes["weights"]
     flash, ram = memory_bytes(board.memory["flash_size"]), memory_bytes(board.memory["ram_size"])
     out.update({"part_flash_bytes": flash, "part_ram_bytes": ram, "core_clock_hz": board.core_clock_hz,
                 "flash_share": out["flash_total_bytes"] / flash, "ram_share": out["ram_total_bytes"] / ram})
@@ -154,8 +157,11 @@ def format_report(r: dict) -> str:
         ("RAM: state (h, c)", f"{r['ram_state_bytes']:,} B"),
         ("RAM: static sequence buffer", f"{r['ram_static_buffer_bytes']:,} B"),
         ("RAM: stack (gcc -fstack-usage)", f"{r['ram_stack_bytes']:,} B"),
+        *([(f"RAM: weights copied from flash ({r['weights_ram']})",
+            f"{r['ram_weight_bytes']:,} B ({r['weights_ram_share']:.2%} of it)")] if "ram_weight_bytes" in r else []),
         ("RAM: model total", f"{r['ram_total_bytes']:,} B ({r['ram_share']:.2%} of the part's "
-                              f"{r['part_ram_bytes'] // 1024:,} KB)"),
+                              f"{r['part_ram_bytes'] // 1024:,} KB"
+                              f"{'; the weights in the ' + r['weights_ram'] + ' apart' if r.get('weights_ram') not in (None, 'RAM') else ''})"),
         ("MACs per time step", f"{r['macs_per_step']:,}"),
         (f"MACs per inference ({r['max_steps']} steps)", f"{r['macs_per_inference_at_max_steps']:,}"),
     ]

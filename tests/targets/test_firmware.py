@@ -346,6 +346,9 @@ def test_build_places_weights_in_ccm_where_they_fit_and_says_why(tmp_path):
     text = kd2mcu("report", tmp_path / "b0").stdout
     assert "placement chosen because" in text and "fit the stm32f405's CCM" in text
     assert "weights read from                                  CCM" in text
+    assert "RAM: weights copied from flash (CCM)" in text and "; the weights in the CCM apart)" in text
+    text = kd2mcu("report", tmp_path / "b1").stdout  # L476, flash: no such line
+    assert "RAM: weights copied" not in text and "apart" not in text
 
 
 def test_layout_auto_gives_compact_only_where_fast_crowds_the_flash():
