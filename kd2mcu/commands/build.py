@@ -315,7 +315,6 @@ def write_build(model: IntModel, info: dict, out: Path, force: bool, name: str,
     return info
 
 
-LAYOUT_CHOICES = (firmware.AUTO, *render.LAYOUTS)
 WEIGHTS_CHOICES = (firmware.AUTO, *firmware.WEIGHTS)
 FLASH_KEPT = 64 * 1024  # --layout auto leaves at least this much of the part's flash to the application's code
 
