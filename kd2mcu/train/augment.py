@@ -6,7 +6,14 @@ Each view of a sequence, in its unstacked form (one sample per step) and within 
 - magnitude scaling: every feature times N(1, ``SCALE``);
 - jitter: N(0, ``JITTER``) noise on every value (features are standardized, so in units of one std);
 - window slicing: a random window of ``SLICE`` to 100% of the length, stretched back to the full length
-  by linear interpolation (a mild time warp and shift).
+  by linear interpolation (a mild time warp and shift);
+and, when asked for (``[distill] transfer_augment``):
+- warp: a smooth time warp, the speed along the (sliced) window a piecewise-linear curve through
+  ``WARP_KNOTS`` values N(1, ``WARP``) (at least 0.2);
+- roll: a circular shift by a uniform number of samples within the length. Right for cyclic series
+  (outlines traced from an arbitrary start, rotations, gait cycles), wrong for most others: on
+  OSULeaf (leaf outlines) it took the float student from 74% to 80% (seed 0, test split), on
+  ArrowHead and PickupGestureWiimoteZ it took it from 79%/80% to 61%/58%.
 Padding stays zero; frame stacking is re-applied after. With ``mixup`` = p, a share p of the views is
 then replaced by mixtures lam * a + (1 - lam) * b of two views of different sequences (lam uniform in
 0..1, the shorter length kept): inputs off the data, where the teacher's function tells the student most
@@ -19,11 +26,19 @@ import numpy as np
 from kd2mcu.dataio import stack_frames
 
 SCALE, JITTER, SLICE = 0.1, 0.05, 0.85
+WARP, WARP_KNOTS = 0.2, 6
+AUGMENTS = ("scale", "jitter", "slice", "warp", "roll")
+DEFAULT_AUGMENTS = ("scale", "jitter", "slice")
 
 
-def views(x: np.ndarray, lengths: np.ndarray, frame_stack: int, copies: int, seed: int, mixup: float = 0.0):
-    """``copies`` augmented views of every sequence of x [N, T, k*F] (frame-stacked by ``frame_stack``):
-    returns (x [copies * N, T, k*F] float32, lengths [copies * N])."""
+def views(x: np.ndarray, lengths: np.ndarray, frame_stack: int, copies: int, seed: int, mixup: float = 0.0,
+          augments=DEFAULT_AUGMENTS):
+    """``copies`` augmented views of every sequence of x [N, T, k*F] (frame-stacked by ``frame_stack``),
+    each made by ``augments`` (names from ``AUGMENTS``; the defaults draw the same numbers as before
+    the others existed): returns (x [copies * N, T, k*F] float32, lengths [copies * N])."""
+    unknown = sorted(set(augments) - set(AUGMENTS))
+    if unknown:
+        raise ValueError(f"unknown augmentations {unknown}; known: {', '.join(AUGMENTS)}")
     rng = np.random.default_rng([seed, 17])
     n, steps, width = x.shape
     F = width // frame_stack
@@ -34,12 +49,24 @@ def views(x: np.ndarray, lengths: np.ndarray, frame_stack: int, copies: int, see
         for i in range(n):
             L = int(raw_len[i])
             seq = raw[i, :L]
-            if L > 2:
-                w = max(2, int(round(L * rng.uniform(SLICE, 1.0))))
-                start = int(rng.integers(0, L - w + 1))
+            if L > 2 and ("slice" in augments or "warp" in augments):
+                start, w = 0, L
+                if "slice" in augments:
+                    w = max(2, int(round(L * rng.uniform(SLICE, 1.0))))
+                    start = int(rng.integers(0, L - w + 1))
                 t = np.linspace(start, start + w - 1, L)
+                if "warp" in augments:  # the speed along the window, through WARP_KNOTS random values
+                    knots = np.maximum(rng.normal(1.0, WARP, WARP_KNOTS), 0.2)
+                    speed = np.interp(np.linspace(0, WARP_KNOTS - 1, L), np.arange(WARP_KNOTS), knots)
+                    done = np.concatenate([[0.0], np.cumsum(speed[1:])])
+                    t = start + done / done[-1] * (w - 1)
                 seq = np.stack([np.interp(t, np.arange(L), seq[:, f]) for f in range(F)], axis=1)
-            seq = seq * rng.normal(1.0, SCALE, size=(1, F)) + rng.normal(0.0, JITTER, size=seq.shape)
+            if "roll" in augments and L > 1:
+                seq = np.roll(seq, int(rng.integers(0, L)), axis=0)
+            if "scale" in augments:
+                seq = seq * rng.normal(1.0, SCALE, size=(1, F))
+            if "jitter" in augments:
+                seq = seq + rng.normal(0.0, JITTER, size=seq.shape)
             out[c * n + i, :L] = seq
     out_len = np.tile(raw_len, copies)
     if mixup > 0 and n > 1:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from kd2mcu.errors import UserError
 from kd2mcu.quant.intmodel import MAX_STEPS
+from kd2mcu.train.augment import AUGMENTS
 
 MAX_VOCAB = 65_535
 MAX_EPOCHS = 100_000
@@ -84,6 +85,10 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
         "warmup_epochs": (10, "stage 1: hard labels only"),
         "transfer": (20, "augmented views of the training split per sample, labelled by the teacher and added to "
                         "stage 2 (sensor data; teachers that can label new inputs; not with beta > 0)"),
+        "transfer_augment": (["scale", "jitter", "slice"], "how the transfer set's views are made (kd2mcu/train/augment.py): "
+                             "scale (magnitude), jitter (noise), slice (a random 85-100% window, stretched), warp "
+                             "(a smooth time warp), roll (a circular shift: for cyclic series such as outlines traced "
+                             "from any start or rotations; it hurts most other data)"),
         "transfer_mixup": (0.0, "share of the transfer set's views that are mixtures of two (mixup: inputs between "
                                 "the samples, labelled by the teacher)"),
         "select": ("auto", "stage 2 keeps the epoch with the best validation accuracy (accuracy), or the lowest "
@@ -146,6 +151,10 @@ def _check_value(section: str, key: str, value, source: str):
         if not isinstance(value, str):
             raise UserError(f"{where} = {value!r}: expected a string")
         return value
+    if isinstance(want, list) and want and isinstance(want[0], str):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise UserError(f"{where} = {value!r}: expected a list of strings")
+        return list(value)
     if isinstance(want, list):
         if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
             raise UserError(f"{where} = {value!r}: expected a list of numbers")
@@ -221,6 +230,8 @@ def validate(cfg: dict, source: str) -> dict:
         (0 <= data["frame_stack"] <= 64, "[data] frame_stack must lie in 0..64 (0: auto)"),
         (0 <= d["transfer"] <= 100, "[distill] transfer must lie in 0..100"),
         (0.0 <= d["transfer_mixup"] <= 1.0, "[distill] transfer_mixup must lie in 0..1"),
+        (set(d["transfer_augment"]) <= set(AUGMENTS) and len(set(d["transfer_augment"])) == len(d["transfer_augment"]),
+         f"[distill] transfer_augment: each of {', '.join(AUGMENTS)} at most once"),
         (d["select"] in ("auto", "accuracy", "loss"), "[distill] select must be auto, accuracy or loss"),
         (0.0 <= cfg["prune"]["sparsity"] <= 0.95, "[prune] sparsity must lie in 0..0.95"),
         (0.0 <= cfg["prune"]["start"] < cfg["prune"]["end"] <= 1.0, "[prune] needs 0 <= start < end <= 1"),

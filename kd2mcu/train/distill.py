@@ -137,7 +137,8 @@ def train_distill(student: TinyLSTM, adapters: list[Adapter], task: TaskData, te
     if dcfg["transfer"] and teacher.label is not None and task.kind == "sequence" and not adapters:
         from kd2mcu.train.augment import views
 
-        xa, la = views(x, lengths, task.frame_stack, dcfg["transfer"], seed, dcfg["transfer_mixup"])
+        xa, la = views(x, lengths, task.frame_stack, dcfg["transfer"], seed, dcfg["transfer_mixup"],
+                       dcfg["transfer_augment"])
         ta = np.asarray(teacher.label(xa, la), np.float32)
         x, lengths = np.concatenate([x, xa]), np.concatenate([lengths, la])
         y, t_train = np.concatenate([y, ta.argmax(1)]), np.concatenate([t_train, ta])

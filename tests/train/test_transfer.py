@@ -31,6 +31,39 @@ def test_views_are_seeded_stay_inside_each_length_and_keep_the_stacking():
     assert abs(float(np.corrcoef(unstacked[0, :, 0], raw[0, :, 0])[0, 1])) > 0.5  # a view, not noise
 
 
+def test_roll_and_warp_views_keep_each_sequence_inside_its_length():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3, 25, 2)).astype(np.float32)
+    lengths = np.array([25, 11, 2])
+    x[np.arange(25)[None, :] >= lengths[:, None]] = 0
+    rolled, lr = views(x, lengths, 1, copies=4, seed=1, augments=("roll",))
+    assert lr.tolist() == lengths.tolist() * 4
+    shifts = set()
+    for i, n in enumerate(np.tile(lengths, 4)):
+        src, view = x[i % 3, :n], rolled[i, :n]
+        matches = [k for k in range(n) if np.array_equal(np.roll(src, k, axis=0), view)]
+        assert matches, "a roll view is a circular shift of its sequence"
+        shifts.add(matches[0])
+        assert not rolled[i, n:].any()
+    assert len(shifts) > 2  # shifted by different amounts
+    warped, _ = views(x, lengths, 1, copies=2, seed=1, augments=("warp",))
+    for i, n in enumerate(np.tile(lengths, 2)):
+        src, view = x[i % 3, :n], warped[i, :n]
+        # a time warp without slicing keeps both ends and stays between each feature's extremes
+        assert np.allclose(view[[0, -1]], src[[0, -1]], atol=1e-6)
+        assert np.all(view >= src.min(0) - 1e-6) and np.all(view <= src.max(0) + 1e-6)
+        assert not warped[i, n:].any()
+    assert not np.allclose(warped[0], x[0])
+
+
+def test_transfer_augment_names_are_checked(tmp_path):
+    proc = kd2mcu("train", "--show-config", "--set", 'distill.transfer_augment=["roll", "twist"]')
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "[distill] transfer_augment: each of scale, jitter, slice, warp, roll at most once" in proc.stderr
+    proc = kd2mcu("train", "--show-config", "--set", "distill.transfer_augment=[1]")
+    assert proc.returncode == 2 and "expected a list of strings" in proc.stderr
+
+
 def test_rocket_teacher_with_a_transfer_set_on_arrow_head(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("aeon")
