@@ -197,22 +197,39 @@ def sparse_blocks(wx: np.ndarray, wh: np.ndarray) -> Optional[tuple[np.ndarray, 
     return (kx, kh) if zero >= SPARSE_MIN else None
 
 
-def _direction_weights(bx, wxw, whw, blocks) -> dict:
+def _sparse_run(words: np.ndarray, keep: np.ndarray) -> list:
+    """One run of the fast layout's self-describing block-sparse stream (kd2mcu_mac4_sparse): the first
+    surviving group's number plus one, then per surviving group its first 4 words, the next group's number
+    plus one (0 after the last) and its last 4 words."""
+    groups = [int(g) + 1 for g in np.flatnonzero(keep)]
+    run = [groups[0] if groups else 0]
+    for k, g in enumerate(groups):
+        run += [*words[g - 1, :4], groups[k + 1] if k + 1 < len(groups) else 0, *words[g - 1, 4:]]
+    return run
+
+
+def _direction_weights(bx, wxw, whw, blocks, fast: bool) -> dict:
     """The template's weight arrays of one direction: per unit the 4 biases and every group's words (dense),
-    or only the surviving groups' words with their group numbers and counts per unit (block-sparse)."""
+    or only the surviving groups' words (block-sparse): in the fast layout a stream that carries each group's
+    number beside its words, in the compact one the words with a separate index and counts per unit."""
     H = len(bx)
     if blocks is None:
-        return {"sparse": False, "w": c_array(np.concatenate([bx, wxw.reshape(H, -1), whw.reshape(H, -1)], axis=1))}
+        return {"sparse": False, "indexed": False,
+                "w": c_array(np.concatenate([bx, wxw.reshape(H, -1), whw.reshape(H, -1)], axis=1))}
     kx, kh = blocks
+    counts = {"kept_blocks": int(kx.sum() + kh.sum()), "blocks": int(kx.size + kh.size)}
+    if fast:
+        w = np.array([v for r in range(H) for v in [*bx[r], *_sparse_run(wxw[r], kx[r]), *_sparse_run(whw[r], kh[r])]],
+                     dtype=np.int64)
+        return {"sparse": True, "indexed": False, "w": c_array(w), "w_len": len(w), **counts}
     rows, idx = [], []
     for r in range(H):
         gx, gh = np.flatnonzero(kx[r]), np.flatnonzero(kh[r])
         rows.append(np.concatenate([bx[r], wxw[r, gx].ravel(), whw[r, gh].ravel()]))
         idx += [*gx, *gh]
     w = np.concatenate(rows)
-    return {"sparse": True, "w": c_array(w), "w_len": len(w), "idx": c_array(idx), "idx_len": max(len(idx), 1),
-            "nx": c_array(kx.sum(1)), "nh": c_array(kh.sum(1)), "kept_blocks": int(kx.sum() + kh.sum()),
-            "blocks": int(kx.size + kh.size)}
+    return {"sparse": True, "indexed": True, "w": c_array(w), "w_len": len(w), "idx": c_array(idx),
+            "idx_len": max(len(idx), 1), "nx": c_array(kx.sum(1)), "nh": c_array(kh.sum(1)), **counts}
 
 
 def context(model: IntModel, name: str, layout: str = "fast") -> dict:
@@ -247,7 +264,7 @@ def context(model: IntModel, name: str, layout: str = "fast") -> dict:
             dirs.append({
                 "label": label, "reverse": reverse, "prefix": f"L{k}{label[0].upper()}",
                 "fn": f"{name}_layer{k}_{label}_step", "state_offset": offset, "output_offset": dn * H,
-                **_direction_weights(bx, wxw, whw, blocks),
+                **_direction_weights(bx, wxw, whw, blocks, fast),
                 "gates": [{"name": n, "activation": "kd2mcu_tanh16" if n == "g" else "kd2mcu_sigmoid16",
                            "mx": c_int32(x.input_mult[0]), "sx": x.input_mult[1],
                            "mh": c_int32(x.hidden_mult[0]), "sh": x.hidden_mult[1]} for n, x in zip(GATES, g)],
@@ -312,7 +329,7 @@ def weight_bytes(model: IntModel, layout: str = "fast") -> int:
     for layer in ctx["layers"]:
         for d in layer["directions"]:
             if d["sparse"]:
-                total += 4 * d["w_len"] + 2 * d["idx_len"] + 2 * 2 * layer["hidden"]
+                total += 4 * d["w_len"] + (2 * d["idx_len"] + 2 * 2 * layer["hidden"] if d["indexed"] else 0)
             else:
                 total += 4 * layer["hidden"] * layer["unit_words"]
     if ctx["tokens"]:
