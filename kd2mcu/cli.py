@@ -105,7 +105,8 @@ def train(config_path, dataset, data, test, out, force, seed, baseline, teacher,
                    "compact = int8, for small parts; auto = fast unless it would crowd the part's flash.")
 @click.option("--weights", type=click.Choice(["auto", "flash", "ram"]), default="auto", show_default=True,
               help="Where the weights live on the board: flash, or ram: copied at start-up to its fastest data RAM "
-                   "(CCM on the stm32f405): no flash wait states on weight reads, at the cost of that RAM; "
+                   "(CCM on the stm32f405), the activation tables with them: no flash wait states on their reads, at the "
+                   "cost of that RAM; "
                    "auto = the core-coupled RAM (CCM) where the part has one and they fit, else flash. "
                    "kd2mcu report says what was chosen and why.")
 def build(model: Path, calib, out: Path, force: bool, name: str, max_steps, target: str, layout: str, weights: str):

@@ -320,10 +320,15 @@ def context(model: IntModel, name: str, layout: str = "fast") -> dict:
     }
 
 
+# Bytes of the activation tables in kd2mcu_int8.h: the fast layout's two (base, slope) tables of 512 pairs,
+# the compact one's 256-entry uint16 LUT. --weights ram copies them with the weights.
+TABLE_BYTES = {"fast": 2 * 512 * 2 * 4, "compact": 256 * 2}
+
+
 def weight_bytes(model: IntModel, layout: str = "fast") -> int:
     """Bytes of the arrays the generated C marks KD2MCU_WEIGHTS (weights, biases, sparse indices, embedding,
-    head): what ``--weights ram`` copies to RAM, at most (the compiler may turn the head's biases into
-    immediates)."""
+    head) and of the activation tables (``TABLE_BYTES``): what ``--weights ram`` copies to RAM, at most (the
+    compiler may turn the head's biases into immediates)."""
     ctx = context(model, "m", layout)
     total = 0
     for layer in ctx["layers"]:
@@ -334,7 +339,7 @@ def weight_bytes(model: IntModel, layout: str = "fast") -> int:
                 total += 4 * layer["hidden"] * layer["unit_words"]
     if ctx["tokens"]:
         total += ctx["vocab_size"] * ctx["input_size"]
-    return total + ctx["num_classes"] * ctx["head"]["width"] + 4 * ctx["num_classes"]
+    return total + ctx["num_classes"] * ctx["head"]["width"] + 4 * ctx["num_classes"] + TABLE_BYTES[layout]
 
 
 def _preprocess_context(model: IntModel) -> dict:

@@ -383,7 +383,8 @@ def check_weights(model: IntModel, layout: str, weights: str, board: "firmware.B
     need = render.weight_bytes(model, layout)
     region, room = firmware.weights_ram_bytes(board)[1], _ram_room(board)
     if need > room:
-        raise UserError(f"--weights ram: the {layout} layout's weights take {need:,} bytes but the {board.name}'s "
+        raise UserError(f"--weights ram: the {layout} layout's weights and activation tables take {need:,} bytes but "
+                        f"the {board.name}'s "
                         f"{region} has room for {room:,}; keep them in flash (--weights flash)"
                         f"{' or try --layout compact' if layout == 'fast' else ''}")
 

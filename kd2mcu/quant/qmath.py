@@ -82,7 +82,12 @@ def _lut_input(pre, shift: int):
 
 def sigmoid16(pre, shift: int = 0):
     """Q3.12 (after ``shift``) in, Q0.15 out, through the shared table."""
-    x = _lut_input(pre, shift)
+    return _sigmoid_x(_lut_input(pre, shift))
+
+
+def _sigmoid_x(x):
+    """sigmoid16 of x, the input already in the table's index units (``_lut_input``)."""
+    x = np.asarray(x, dtype=np.int64)
     a = np.abs(x)
     k = a >> 9
     frac = a & 0x1FF
@@ -94,7 +99,12 @@ def sigmoid16(pre, shift: int = 0):
 
 def tanh16(pre, shift: int = 0):
     """Q3.12 (after ``shift``) in, Q0.15 out, through the shared table."""
-    x = _lut_input(pre, shift)
+    return _tanh_x(_lut_input(pre, shift))
+
+
+def _tanh_x(x):
+    """tanh16 of x, the input already in the table's index units (``_lut_input``)."""
+    x = np.asarray(x, dtype=np.int64)
     a = np.abs(x)
     k = a >> 8
     frac = a & 0xFF
@@ -105,20 +115,37 @@ def tanh16(pre, shift: int = 0):
 
 
 def activation_tables() -> tuple[np.ndarray, np.ndarray]:
-    """The generated C's form of the shared table: for k = 0..255, pairs (base, slope) with
-    sigmoid16 = x >= 0 ? q : 32768 - q, q = (base + (|x| & 0x1FF) * slope) >> 10, k = min(|x| >> 9, 255);
-    tanh16    = x >= 0 ? q : -q,        q = (base + (|x| & 0xFF) * slope) >> 8,   k = min(|x| >> 8, 255).
-    The rounding constants are folded into the bases, the saturation into entry 255 (slope 0), and
-    the negative half follows from (2^25 - r + 2^9 - 1) >> 10 = 2^15 - ((r + 2^9) >> 10) and
-    (2^23 - r + 2^7 - 1) >> 8 = -((r - 2^23 + 2^7) >> 8). Equal to sigmoid16 / tanh16 for every input."""
+    """The generated C's form of the shared table, for both signs of x: 512 pairs (base, slope), entry
+    j + 256 for j = clamp(x >> n, -256, 255), with
+        sigmoid16 = (base + (x & 0x1FF) * slope) >> 10   (n = 9),
+        tanh16    = (base + (x & 0xFF) * slope) >> 8     (n = 8),
+    x & mask being x's position inside its interval for either sign (two's complement): no absolute value
+    and no sign fix-up in the C. For x >= 0 an entry holds T[k] << n with the rounding constant folded in
+    (entry 255 the saturated value, slope 0). For x < 0 it holds the reflection of the positive interval
+    below, through -floor(r / 2^m) = floor((2^m - 1 - r) / 2^m), which is linear in the position again.
+    Where the reflection meets the saturation (sigmoid at x = -255 * 2^9) the interval is constant and
+    its entry that constant. Every entry is checked here on its whole interval against sigmoid16 / tanh16
+    (and tests/quant/test_qmath.py checks every int16 input at every shift)."""
     T = SIGMOID_LUT.astype(np.int64)
-    slope = np.zeros(256, np.int64)
-    slope[:255] = T[1:] - T[:255]
-    sig = (T << 9) + (1 << 9)
-    sig[255] = (0x7FFF << 10) + (1 << 9)
-    tanh = (T << 8) - (1 << 23) + (1 << 7)
-    tanh[255] = (0xFFFF << 8) - (1 << 23) + (1 << 7)
-    return np.stack([sig, slope], 1), np.stack([tanh, slope], 1)
+    tables = []
+    for n, m, sat, fold, mirror, ref in (
+            (9, 10, 0x7FFF << 10, 1 << 9, lambda r: (1 << 25) + (1 << 10) - 1 - r, _sigmoid_x),
+            (8, 8, 0xFFFF << 8, (1 << 7) - (1 << 23), lambda r: (1 << 8) - 1 - r, _tanh_x)):
+        pos = np.zeros((256, 2), np.int64)
+        pos[:255, 0] = (T[:255] << n) + fold
+        pos[:255, 1] = T[1:] - T[:255]
+        pos[255] = (sat + fold, 0)
+        neg = np.array([(mirror(base + (slope << n)), slope) for base, slope in pos])  # neg[k]: j = -(k + 1)
+        table = np.concatenate([neg[::-1], pos])
+        f = np.arange(1 << n)
+        for e, j in enumerate(range(-256, 256)):
+            want = ref((j << n) + f)
+            if np.any((table[e, 0] + f * table[e, 1]) >> m != want):
+                if np.any(want != want[0]):
+                    raise AssertionError(f"activation table: interval {j} is neither linear nor constant")
+                table[e] = (int(want[0]) << m, 0)
+        tables.append(table)
+    return tables[0], tables[1]
 
 
 def quantize_float(x, inv_scale: float, zero_point: int):

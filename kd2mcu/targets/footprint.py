@@ -65,7 +65,7 @@ def footprint(build_dir: Path, opt: str = "-O2", portable: Optional[bool] = None
         for line in (Path(tmp) / "model.su").read_text().splitlines():
             where, size, _ = line.split("\t")
             frames[where.rsplit(":", 1)[-1]] = int(size)
-    sizes = {"code": 0, "constants": 0, "weights": 0, "preprocess": 0, "static_ram": 0}
+    sizes = {"code": 0, "constants": 0, "weights": 0, "tables": 0, "preprocess": 0, "static_ram": 0}
     for line in symbols:
         _, size, kind, _sym = line.split()
         size = int(size, 16)
@@ -75,7 +75,9 @@ def footprint(build_dir: Path, opt: str = "-O2", portable: Optional[bool] = None
             sizes["constants"] += size
             if any(part in _sym for part in ("_RAW_", "_CLASS_NAMES", "_CODE_POINT")):
                 sizes["preprocess"] += size  # normalization, class names, the UTF-8 code point table
-            elif not _sym.startswith(("kd2mcu_sigmoid_", "kd2mcu_tanh_")):  # weights, embedding, biases
+            elif _sym.startswith(("kd2mcu_sigmoid_", "kd2mcu_tanh_")):  # the activation tables
+                sizes["tables"] += size
+            else:  # weights, embedding, biases
                 sizes["weights"] += size
         elif kind in "bBdD":
             sizes["static_ram"] += size
@@ -98,10 +100,10 @@ def footprint(build_dir: Path, opt: str = "-O2", portable: Optional[bool] = None
     }
     if out["weights"] == "ram":  # copied at start-up; flash keeps the load image
         room, region = weights_ram_bytes(board)
-        out.update({"ram_weight_bytes": sizes["weights"], "weights_ram": region,
-                    "weights_ram_share": sizes["weights"] / room})
+        copied = sizes["weights"] + sizes["tables"]  # the activation tables go with the weights
+        out.update({"ram_weight_bytes": copied, "weights_ram": region, "weights_ram_share": copied / room})
         if region == "RAM":  # the board's only RAM: the weights count in the model's RAM
-            out["ram_total_bytes"] += sizes["weights"]
+            out["ram_total_bytes"] += copied
     flash, ram = memory_bytes(board.memory["flash_size"]), memory_bytes(board.memory["ram_size"])
     out.update({"part_flash_bytes": flash, "part_ram_bytes": ram, "core_clock_hz": board.core_clock_hz,
                 "flash_share": out["flash_total_bytes"] / flash, "ram_share": out["ram_total_bytes"] / ram})
@@ -144,8 +146,8 @@ def format_report(r: dict) -> str:
         ("target", f"{r['target']} ({r['compiler_flags']})"),
         ("weight layout, kernel path", f"{r['layout']}, {r['kernel_path']}"),
         ("weights read from", "flash" if r.get("weights", "flash") == "flash" else
-         f"{r['weights_ram']} ({r['ram_weight_bytes']:,} B copied there at start-up from flash: no flash wait "
-         "states on weight reads)"),
+         f"{r['weights_ram']} ({r['ram_weight_bytes']:,} B with the activation tables, copied there at start-up "
+         "from flash: no flash wait states on their reads)"),
         *[(f"{what} chosen because", why) for what, why in (("layout", r.get("placement", {}).get("layout")),
                                                            ("placement", r.get("placement", {}).get("weights"))) if why],
         ("flash: code", f"{r['flash_code_bytes']:,} B"),
@@ -157,7 +159,7 @@ def format_report(r: dict) -> str:
         ("RAM: state (h, c)", f"{r['ram_state_bytes']:,} B"),
         ("RAM: static sequence buffer", f"{r['ram_static_buffer_bytes']:,} B"),
         ("RAM: stack (gcc -fstack-usage)", f"{r['ram_stack_bytes']:,} B"),
-        *([(f"RAM: weights copied from flash ({r['weights_ram']})",
+        *([(f"RAM: weights and activation tables copied from flash ({r['weights_ram']})",
             f"{r['ram_weight_bytes']:,} B ({r['weights_ram_share']:.2%} of it)")] if "ram_weight_bytes" in r else []),
         ("RAM: model total", f"{r['ram_total_bytes']:,} B ({r['ram_share']:.2%} of the part's "
                               f"{r['part_ram_bytes'] // 1024:,} KB"

@@ -93,16 +93,17 @@ def test_quantize_float_rounds_half_away_and_saturates():
 
 
 def test_activation_tables_give_the_spec_for_every_input():
-    """The generated C's (base, slope) tables reproduce sigmoid16 / tanh16 on all int16 inputs and shifts."""
+    """The generated C's signed (base, slope) tables reproduce sigmoid16 / tanh16 on all int16 inputs and
+    shifts, with no absolute value and no sign fix-up, and saturate beyond the table's range."""
     sig, tanh = qmath.activation_tables()
+    assert sig.shape == tanh.shape == (512, 2)
     x_in = np.arange(-32768, 32768)
     for shift in range(-8, 13):  # tanh_shift = P + 12 over the cell powers, and the gates' 0
         x = qmath._lut_input(x_in, shift)
-        a = np.abs(x)
-        k = np.minimum(a >> 9, 255)
-        q = (sig[k, 0] + (a & 0x1FF) * sig[k, 1]) >> 10
-        np.testing.assert_array_equal(np.where(x >= 0, q, 32768 - q), qmath.sigmoid16(x_in, shift))
-        k = np.minimum(a >> 8, 255)
-        q = (tanh[k, 0] + (a & 0xFF) * tanh[k, 1]) >> 8
-        np.testing.assert_array_equal(np.where(x >= 0, q, -q), qmath.tanh16(x_in, shift))
-    assert sig[255, 1] == 0 and tanh[255, 1] == 0 and sig[:, 0].max() < 2**26
+        e = np.clip(x >> 9, -256, 255) + 256
+        np.testing.assert_array_equal((sig[e, 0] + (x & 0x1FF) * sig[e, 1]) >> 10, qmath.sigmoid16(x_in, shift))
+        e = np.clip(x >> 8, -256, 255) + 256
+        np.testing.assert_array_equal((tanh[e, 0] + (x & 0xFF) * tanh[e, 1]) >> 8, qmath.tanh16(x_in, shift))
+    assert sig[0, 1] == sig[511, 1] == tanh[0, 1] == tanh[511, 1] == 0  # the saturated ends
+    assert (sig[0, 0] >> 10, sig[511, 0] >> 10, tanh[0, 0] >> 8, tanh[511, 0] >> 8) == (1, 32767, -32767, 32767)
+    assert np.abs(sig[:, 0]).max() < 2**26 and np.abs(tanh[:, 0]).max() < 2**24
