@@ -103,12 +103,12 @@ def train(config_path, dataset, data, test, out, force, seed, baseline, teacher,
 @click.option("--layout", type=click.Choice(["auto", *LAYOUTS]), default="auto", show_default=True,
               help="LSTM weight layout: fast = int16 pairs fed straight to SMLAD (2x the weight bytes); "
                    "compact = int8, for small parts; auto = fast unless it would crowd the part's flash.")
-@click.option("--weights", type=click.Choice(["auto", "flash", "ram"]), default="auto", show_default=True,
+@click.option("--weights", type=click.Choice(["auto", "flash", "ram", "split"]), default="auto", show_default=True,
               help="Where the weights live on the board: flash, or ram: copied at start-up to its fastest data RAM "
                    "(CCM on the stm32f405), the activation tables with them: no flash wait states on their reads, at the "
-                   "cost of that RAM; "
-                   "auto = the core-coupled RAM (CCM) where the part has one and they fit, else flash. "
-                   "kd2mcu report says what was chosen and why.")
+                   "cost of that RAM; split: the tables and as many units' weights as fit there, the rest in flash; "
+                   "auto = the core-coupled RAM (CCM) where the part has one (split where they do not all fit), "
+                   "else flash. kd2mcu report says what was chosen and why.")
 def build(model: Path, calib, out: Path, force: bool, name: str, max_steps, target: str, layout: str, weights: str):
     """Quantize MODEL; generate C into OUT/src and an STM32 firmware project into OUT/firmware.
 
@@ -153,7 +153,8 @@ def build(model: Path, calib, out: Path, force: bool, name: str, max_steps, targ
 
 def _echo_placement(info: dict) -> None:
     why = info.get("placement", {})
-    where = "flash" if info["weights"] == "flash" else "RAM (copied from flash at start-up)"
+    where = {"flash": "flash", "ram": "RAM (copied from flash at start-up)",
+             "split": f"RAM and flash ({info.get('ram_weight_bytes', 0):,} B copied to RAM at start-up)"}[info["weights"]]
     click.echo(f"{info['target']}: {info['layout']} layout: {why.get('layout', '')}")
     click.echo(f"{info['target']}: weights in {where}: {why.get('weights', '')}")
 

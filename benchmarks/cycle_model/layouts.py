@@ -1,6 +1,6 @@
 """Which weight layout is fastest on a product? The sizes S1-S4 of benchmarks/bench_mcu.py, built in the
-fast and compact layouts (dense, with the weights in flash or copied to RAM, and with 50% of the blocks
-pruned), run through the memory-system
+fast and compact layouts (dense, with the weights in flash or copied to RAM, or split between the F405's
+CCM and flash where they do not fit it, and with 50% of the blocks pruned), run through the memory-system
 model of cycle_model.py for the STM32F405 at 168 MHz (5 wait states, ART) and the STM32L476 at 80 MHz
 (4 wait states): zero-wait and with-wait cycles per inference side by side, and the layout with the
 fewest with-wait cycles.
@@ -58,15 +58,22 @@ def main():
         for key in args.sizes.split(","):
             for board, machine in (("stm32f405", "netduinoplus2"), ("stm32l476", "netduinoplus2")):
                 best = None
+                in_ram = set()  # layouts whose weights all fit the RAM: split would be the same build
                 for layout, sparsity, weights in (("fast", 0.0, "flash"), ("compact", 0.0, "flash"),
                                                   ("fast", 0.0, "ram"), ("compact", 0.0, "ram"),
+                                                  ("fast", 0.0, "split"), ("compact", 0.0, "split"),
                                                   ("fast", 0.5, "flash"), ("compact", 0.5, "flash")):
-                    label = f"{layout}{', 50% sparse' if sparsity else ''}{', weights in RAM' if weights == 'ram' else ''}"
+                    if weights == "split" and (layout in in_ram or board != "stm32f405"):
+                        continue  # split only where the weights do not all fit the F405's CCM
+                    label = f"{layout}{', 50% sparse' if sparsity else ''}" + \
+                        {"flash": "", "ram": ", weights in RAM", "split": ", split RAM/flash"}[weights]
                     try:
                         elf = build(key, layout, sparsity, board, Path(tmp), weights)
                     except UserError as exc:  # --weights ram: the weights do not fit
                         rows.append([key, board, label, str(exc).split(": ", 1)[1][:60], "", "", "", "", "", "", ""])
                         continue
+                    if weights == "ram":
+                        in_ram.add(layout)
                     r = measure(elf, "kd2mcu_model_run", None, board, machine)
                     if not sparsity and (best is None or r["with_wait_cycles"] < best[1]):
                         best = (label, r["with_wait_cycles"])

@@ -209,30 +209,55 @@ def _sparse_run(words: np.ndarray, keep: np.ndarray) -> list:
 
 
 def _direction_weights(bx, wxw, whw, blocks, fast: bool) -> dict:
-    """The template's weight arrays of one direction: per unit the 4 biases and every group's words (dense),
-    or only the surviving groups' words (block-sparse): in the fast layout a stream that carries each group's
-    number beside its words, in the compact one the words with a separate index and counts per unit."""
+    """The template's weight arrays of one direction, as per-unit ``rows`` of words: the 4 biases and every
+    group's words (dense), or only the surviving groups' words (block-sparse): in the fast layout a stream
+    that carries each group's number beside its words, in the compact one the words with a separate index
+    and counts per unit."""
     H = len(bx)
     if blocks is None:
         return {"sparse": False, "indexed": False,
-                "w": c_array(np.concatenate([bx, wxw.reshape(H, -1), whw.reshape(H, -1)], axis=1))}
+                "rows": list(np.concatenate([bx, wxw.reshape(H, -1), whw.reshape(H, -1)], axis=1))}
     kx, kh = blocks
     counts = {"kept_blocks": int(kx.sum() + kh.sum()), "blocks": int(kx.size + kh.size)}
     if fast:
-        w = np.array([v for r in range(H) for v in [*bx[r], *_sparse_run(wxw[r], kx[r]), *_sparse_run(whw[r], kh[r])]],
-                     dtype=np.int64)
-        return {"sparse": True, "indexed": False, "w": c_array(w), "w_len": len(w), **counts}
+        rows = [np.array([*bx[r], *_sparse_run(wxw[r], kx[r]), *_sparse_run(whw[r], kh[r])], dtype=np.int64)
+                for r in range(H)]
+        return {"sparse": True, "indexed": False, "rows": rows, **counts}
     rows, idx = [], []
     for r in range(H):
         gx, gh = np.flatnonzero(kx[r]), np.flatnonzero(kh[r])
         rows.append(np.concatenate([bx[r], wxw[r, gx].ravel(), whw[r, gh].ravel()]))
         idx += [*gx, *gh]
-    w = np.concatenate(rows)
-    return {"sparse": True, "indexed": True, "w": c_array(w), "w_len": len(w), "idx": c_array(idx),
-            "idx_len": max(len(idx), 1), "nx": c_array(kx.sum(1)), "nh": c_array(kh.sum(1)), **counts}
+    return {"sparse": True, "indexed": True, "rows": rows, "idx": c_array(idx), "idx_len": max(len(idx), 1),
+            "idx_bytes": 2 * len(idx) + 2 * 2 * H, "nx": c_array(kx.sum(1)), "nh": c_array(kh.sum(1)), **counts}
 
 
-def context(model: IntModel, name: str, layout: str = "fast") -> dict:
+def _place_rows(layers: list, room: Optional[int], fixed: int) -> None:
+    """Split each direction's rows into the array marked KD2MCU_WEIGHTS (``w``: copied to RAM with
+    --weights ram or split) and one always in flash (``w_flash``). ``room`` None: every row in the first.
+    Else the RAM gets ``fixed`` bytes (tables, embedding, head, indices) and then whole units, layer by layer
+    and direction by direction, while they fit ``room``; everything after the first unit that does not fit
+    stays in flash."""
+    budget = None if room is None else room - fixed
+    for layer in layers:
+        for d in layer["directions"]:
+            rows = d.pop("rows")
+            n = len(rows)
+            if budget is not None:
+                n = 0
+                while n < len(rows) and budget >= 4 * len(rows[n]):
+                    budget -= 4 * len(rows[n])
+                    n += 1
+                if n < len(rows):
+                    budget = -1  # a strict prefix: nothing after this unit goes to RAM
+            a, b = rows[:n], rows[n:]
+            d.update(ram_units=n, w=c_array(np.concatenate(a)) if a else "", w_len=sum(map(len, a)),
+                     w_flash=c_array(np.concatenate(b)) if b else "", w_flash_len=sum(map(len, b)))
+
+
+def context(model: IntModel, name: str, layout: str = "fast", ram_room: Optional[int] = None) -> dict:
+    """The templates' context. ``ram_room``: bytes of RAM for --weights split (the hottest part: the tables
+    and the first units' weights), None when the weights go all to one place (``_place_rows``)."""
     check_layout(layout)
     fast = layout == "fast"
     words = pair_words if fast else compact_words
@@ -285,6 +310,10 @@ def context(model: IntModel, name: str, layout: str = "fast") -> dict:
         })
     hd = model.head
     head_w = hd.weight.astype(np.int64)
+    fixed = TABLE_BYTES[layout] + head_w.size + 4 * model.num_classes + \
+        (model.embedding.size if model.is_token_model else 0) + \
+        sum(d.get("idx_bytes", 0) for layer in layers for d in layer["directions"])
+    _place_rows(layers, ram_room, fixed)
     last = model.layers[-1]
     tokens = model.is_token_model
     streaming = model.streaming
@@ -329,17 +358,22 @@ def weight_bytes(model: IntModel, layout: str = "fast") -> int:
     """Bytes of the arrays the generated C marks KD2MCU_WEIGHTS (weights, biases, sparse indices, embedding,
     head) and of the activation tables (``TABLE_BYTES``): what ``--weights ram`` copies to RAM, at most (the
     compiler may turn the head's biases into immediates)."""
-    ctx = context(model, "m", layout)
-    total = 0
+    return sum(split_bytes(model, layout, None))
+
+
+def split_bytes(model: IntModel, layout: str, ram_room: Optional[int]) -> tuple[int, int]:
+    """(bytes copied to RAM, weight bytes left in flash) of ``weight_bytes`` with --weights split into
+    ``ram_room`` bytes (None: all of them copied)."""
+    ctx = context(model, "m", layout, ram_room)
+    ram = TABLE_BYTES[layout] + ctx["num_classes"] * ctx["head"]["width"] + 4 * ctx["num_classes"]
+    if ctx["tokens"]:
+        ram += ctx["vocab_size"] * ctx["input_size"]
+    flash = 0
     for layer in ctx["layers"]:
         for d in layer["directions"]:
-            if d["sparse"]:
-                total += 4 * d["w_len"] + (2 * d["idx_len"] + 2 * 2 * layer["hidden"] if d["indexed"] else 0)
-            else:
-                total += 4 * layer["hidden"] * layer["unit_words"]
-    if ctx["tokens"]:
-        total += ctx["vocab_size"] * ctx["input_size"]
-    return total + ctx["num_classes"] * ctx["head"]["width"] + 4 * ctx["num_classes"] + TABLE_BYTES[layout]
+            ram += 4 * d["w_len"] + (2 * d["idx_len"] + 2 * 2 * layer["hidden"] if d["indexed"] else 0)
+            flash += 4 * d["w_flash_len"]
+    return ram, flash
 
 
 def _preprocess_context(model: IntModel) -> dict:
@@ -367,11 +401,11 @@ def _preprocess_context(model: IntModel) -> dict:
     return ctx
 
 
-def render(model: IntModel, name: str, layout: str = "fast") -> dict[str, str]:
-    """The generated sources: file name -> text."""
+def render(model: IntModel, name: str, layout: str = "fast", ram_room: Optional[int] = None) -> dict[str, str]:
+    """The generated sources: file name -> text (``ram_room``: for --weights split, see ``context``)."""
     check_c_name(name)
     env = _environment()
-    ctx = context(model, name, layout)
+    ctx = context(model, name, layout, ram_room)
     sigmoid, tanh = activation_tables()
     tables = {"sigmoid_table": c_array(sigmoid, per_line=8), "tanh_table": c_array(tanh, per_line=8),
               "lut": c_array(SIGMOID_LUT, per_line=12)}
@@ -382,10 +416,11 @@ def render(model: IntModel, name: str, layout: str = "fast") -> dict[str, str]:
     }
 
 
-def write_sources(model: IntModel, name: str, src_dir: Path, layout: str = "fast") -> list[Path]:
+def write_sources(model: IntModel, name: str, src_dir: Path, layout: str = "fast",
+                  ram_room: Optional[int] = None) -> list[Path]:
     src_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for fname, text in sorted(render(model, name, layout).items()):
+    for fname, text in sorted(render(model, name, layout, ram_room).items()):
         p = src_dir / fname
         p.write_text(text)
         paths.append(p)

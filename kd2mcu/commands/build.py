@@ -303,12 +303,14 @@ def write_build(model: IntModel, info: dict, out: Path, force: bool, name: str,
         steps = min(model.max_steps, 50)
         vectors = random_inputs(np.random.default_rng(0), model, firmware.DEFAULT_VECTORS, steps)
     layout, weights, why = resolve_placement(model, board, info.get("layout", "fast"), info.get("weights", "flash"))
-    info = dict(info, target=board.name, layout=layout, weights=weights, placement=why)
     check_weights(model, layout, weights, board)
+    info = dict(info, target=board.name, layout=layout, weights=weights, placement=why)
+    if weights == "split":
+        info["ram_weight_bytes"], info["flash_weight_bytes"] = render.split_bytes(model, layout, ram_room(board))
     with OutputFolder(out, force, "build", inputs) as folder:
         stage = folder.stage
         (stage / MODEL_FILE).write_text(model.to_json())
-        render.write_sources(model, name, stage / SRC_DIR, layout)
+        render.write_sources(model, name, stage / SRC_DIR, layout, ram_room(board) if weights == "split" else None)
         firmware.write_project(model, name, board, stage / SRC_DIR, stage / firmware.FIRMWARE_DIR, *vectors,
                                weights=weights)
         write_json(stage / BUILD_FILE, info)
@@ -344,7 +346,7 @@ def resolve_placement(model: IntModel, board: "firmware.Board", layout: str, wei
     ``firmware.choose_weights`` for that layout's weight bytes), the others kept as asked."""
     check_layout_choice(layout)
     if weights not in WEIGHTS_CHOICES:
-        raise UserError(f"--weights {weights}: choose auto, flash or ram")
+        raise UserError(f"--weights {weights}: choose auto, flash, ram or split")
     why = {}
     if layout == firmware.AUTO and weights == "ram" and not _fits_ram(model, "fast", board) \
             and _fits_ram(model, "compact", board):
@@ -364,24 +366,31 @@ def resolve_placement(model: IntModel, board: "firmware.Board", layout: str, wei
 RAM_KEPT = 16 * 1024  # --weights ram into the board's only RAM leaves at least this for the application
 
 
-def _ram_room(board: "firmware.Board") -> int:
+def ram_room(board: "firmware.Board") -> int:
+    """Bytes --weights ram or split may fill: the board's fast RAM, else its RAM less ``RAM_KEPT``."""
     size, region = firmware.weights_ram_bytes(board)
     return size if region != "RAM" else size - RAM_KEPT
 
 
 def _fits_ram(model: IntModel, layout: str, board: "firmware.Board") -> bool:
-    return render.weight_bytes(model, layout) <= _ram_room(board)
+    return render.weight_bytes(model, layout) <= ram_room(board)
 
 
 def check_weights(model: IntModel, layout: str, weights: str, board: "firmware.Board") -> None:
     """``--weights ram``: the weights must fit the RAM they are copied to (the board's fast RAM, else its RAM
     less ``RAM_KEPT``)."""
     if weights not in firmware.WEIGHTS:
-        raise UserError(f"--weights {weights}: choose flash or ram")
+        raise UserError(f"--weights {weights}: choose flash, ram or split")
     if weights == "flash":
         return
+    if weights == "split":
+        if render.split_bytes(model, layout, ram_room(board))[0] > ram_room(board):
+            raise UserError(f"--weights split: the {layout} layout's activation tables, head and indices alone do not "
+                            f"fit the {board.name}'s {firmware.weights_ram_bytes(board)[1]}; keep them in flash "
+                            "(--weights flash)")
+        return
     need = render.weight_bytes(model, layout)
-    region, room = firmware.weights_ram_bytes(board)[1], _ram_room(board)
+    region, room = firmware.weights_ram_bytes(board)[1], ram_room(board)
     if need > room:
         raise UserError(f"--weights ram: the {layout} layout's weights and activation tables take {need:,} bytes but "
                         f"the {board.name}'s "

@@ -65,7 +65,7 @@ def footprint(build_dir: Path, opt: str = "-O2", portable: Optional[bool] = None
         for line in (Path(tmp) / "model.su").read_text().splitlines():
             where, size, _ = line.split("\t")
             frames[where.rsplit(":", 1)[-1]] = int(size)
-    sizes = {"code": 0, "constants": 0, "weights": 0, "tables": 0, "preprocess": 0, "static_ram": 0}
+    sizes = {"code": 0, "constants": 0, "weights": 0, "flash_only": 0, "tables": 0, "preprocess": 0, "static_ram": 0}
     for line in symbols:
         _, size, kind, _sym = line.split()
         size = int(size, 16)
@@ -79,6 +79,8 @@ def footprint(build_dir: Path, opt: str = "-O2", portable: Optional[bool] = None
                 sizes["tables"] += size
             else:  # weights, embedding, biases
                 sizes["weights"] += size
+                if _sym.endswith("_W_FLASH"):  # --weights split: the units never copied to RAM
+                    sizes["flash_only"] += size
         elif kind in "bBdD":
             sizes["static_ram"] += size
     S = sum(model.state_sizes())
@@ -98,10 +100,11 @@ def footprint(build_dir: Path, opt: str = "-O2", portable: Optional[bool] = None
         "ram_total_bytes": state + sizes["static_ram"] + stack,
         **macs(model), "max_steps": model.max_steps,
     }
-    if out["weights"] == "ram":  # copied at start-up; flash keeps the load image
+    if out["weights"] in ("ram", "split"):  # copied at start-up; flash keeps the load image
         room, region = weights_ram_bytes(board)
-        copied = sizes["weights"] + sizes["tables"]  # the activation tables go with the weights
-        out.update({"ram_weight_bytes": copied, "weights_ram": region, "weights_ram_share": copied / room})
+        copied = sizes["weights"] - sizes["flash_only"] + sizes["tables"]  # the activation tables go with them
+        out.update({"ram_weight_bytes": copied, "flash_only_weight_bytes": sizes["flash_only"], "weights_ram": region,
+                    "weights_ram_share": copied / room})
         if region == "RAM":  # the board's only RAM: the weights count in the model's RAM
             out["ram_total_bytes"] += copied
     flash, ram = memory_bytes(board.memory["flash_size"]), memory_bytes(board.memory["ram_size"])
@@ -147,7 +150,9 @@ def format_report(r: dict) -> str:
         ("weight layout, kernel path", f"{r['layout']}, {r['kernel_path']}"),
         ("weights read from", "flash" if r.get("weights", "flash") == "flash" else
          f"{r['weights_ram']} ({r['ram_weight_bytes']:,} B with the activation tables, copied there at start-up "
-         "from flash: no flash wait states on their reads)"),
+         "from flash: no flash wait states on their reads)" + (
+             f"; the other {r['flash_only_weight_bytes']:,} B of weights "
+             "from flash" if r.get("weights") == "split" else "")),
         *[(f"{what} chosen because", why) for what, why in (("layout", r.get("placement", {}).get("layout")),
                                                            ("placement", r.get("placement", {}).get("weights"))) if why],
         ("flash: code", f"{r['flash_code_bytes']:,} B"),

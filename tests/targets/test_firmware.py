@@ -290,6 +290,35 @@ def test_weights_in_ram_are_copied_at_start_up_and_stay_bit_exact(layout, tmp_pa
     assert result["samples"] == 12 and result["mismatches"] == 0, result["first_mismatch"]
 
 
+def test_weights_split_between_ccm_and_flash_stay_bit_exact(tmp_path):
+    """--weights auto with weights larger than the CCM: the tables and the first units there, the rest in flash;
+    the RAM part is what build.json says, and QEMU's outputs are the reference's."""
+    require_arm()
+    rng = np.random.default_rng(79)
+    shape = ModelShape(input_size=64, hidden=128, steps=8, classes=4)
+    model = random_model(rng, shape)
+    from kd2mcu.commands.build import write_build
+
+    info = write_build(model, {"name": "kd2mcu_model", "layout": "fast", "weights": "auto"}, tmp_path / "b", True,
+                       "kd2mcu_model", firmware.load_board("stm32f405"))
+    assert info["weights"] == "split" and 60_000 < info["ram_weight_bytes"] <= 65_536, info
+    assert info["ram_weight_bytes"] + info["flash_weight_bytes"] == 207_376
+    for emulate_flag, base in ((False, 0x10000000), (True, 0x20000000)):
+        elf = firmware.make(tmp_path / "b" / "firmware", emulate=emulate_flag, opt="-O2", extra_cflags="-pedantic")
+        syms = _symbols(elf)
+        size = syms["_eweights"] - syms["_sweights"]
+        assert info["ram_weight_bytes"] - 16 <= size <= info["ram_weight_bytes"]
+        assert base <= syms["L0F_W"] < syms["_eweights"] and base <= syms["kd2mcu_sigmoid_table"] < syms["_eweights"]
+        assert 0x08000000 <= syms["L0F_W_FLASH"] < 0x08100000
+    x, lengths = random_inputs(rng, model, 8, shape.steps)
+    save_inputs(model, x, lengths, tmp_path / "d.npz")
+    result = emulate(tmp_path / "b", tmp_path / "d.npz")
+    assert result["samples"] == 8 and result["mismatches"] == 0, result["first_mismatch"]
+    text = kd2mcu("report", tmp_path / "b").stdout
+    assert re.search(r"^weights read from +CCM \(6\d,\d{3} B with the activation tables.*; the other 14\d,\d{3} B of "
+                     r"weights from flash$", text, re.M), text
+
+
 def test_validate_in_qemu_runs_a_build_with_its_weights_in_ccm(tmp_path):
     """QEMU's STM32F405 has no CCM: validate --qemu links the board firmware with the emulator's memory map."""
     require_arm()
@@ -330,7 +359,7 @@ def test_build_places_weights_in_ccm_where_they_fit_and_says_why(tmp_path):
     (tmp_path / "big.json").write_text(big.to_json())
     cases = [("small", [], "ram", ["fit the stm32f405's CCM", "of 65,536 B", "0.76-0.81x"]),
              ("small", ["--target", "stm32l476"], "flash", ["no core-coupled RAM", "the application's"]),
-             ("big", [], "flash", ["207,376 B, more than the stm32f405's CCM (65,536 B)"]),
+             ("big", [], "split", ["207,376 B, more than the stm32f405's CCM (65,536 B)", "the rest stays in flash"]),
              ("small", ["--weights", "flash"], "flash", ["as asked (--weights flash)"])]
     for k, (which, args, where, words) in enumerate(cases):
         out = tmp_path / f"b{k}"
@@ -342,7 +371,7 @@ def test_build_places_weights_in_ccm_where_they_fit_and_says_why(tmp_path):
         assert "fewest modelled cycles" in info["placement"]["layout"]
         assert f"weights in {'flash' if where == 'flash' else 'RAM'}" in proc.stdout
         board_mk = (out / "firmware" / "board.mk").read_text()
-        assert ("-DKD2MCU_WEIGHTS_IN_RAM" in board_mk) == (where == "ram")
+        assert ("-DKD2MCU_WEIGHTS_IN_RAM" in board_mk) == (where != "flash")
     require_arm()
     text = kd2mcu("report", tmp_path / "b0").stdout
     assert "placement chosen because" in text and "fit the stm32f405's CCM" in text
