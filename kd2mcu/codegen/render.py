@@ -251,8 +251,11 @@ def _place_rows(layers: list, room: Optional[int], fixed: int) -> None:
                 if n < len(rows):
                     budget = -1  # a strict prefix: nothing after this unit goes to RAM
             a, b = rows[:n], rows[n:]
-            d.update(ram_units=n, w=c_array(np.concatenate(a)) if a else "", w_len=sum(map(len, a)),
-                     w_flash=c_array(np.concatenate(b)) if b else "", w_flash_len=sum(map(len, b)))
+
+            def dim(part):  # a dense direction's array size as units x words per unit
+                return f"{len(part)} * {len(part[0])}" if part and not d["sparse"] else str(sum(map(len, part)))
+            d.update(ram_units=n, w=c_array(np.concatenate(a)) if a else "", w_len=sum(map(len, a)), w_dim=dim(a),
+                     w_flash=c_array(np.concatenate(b)) if b else "", w_flash_len=sum(map(len, b)), w_flash_dim=dim(b))
 
 
 def context(model: IntModel, name: str, layout: str = "fast", ram_room: Optional[int] = None) -> dict:
