@@ -15,7 +15,11 @@ their instructions and flash as a share of the same dense model's.
 CMSIS-NN: exact instruction counts of arm_lstm_unidirectional_s8 (CMSIS-NN 99f736a, the same compiler,
 flags and QEMU, counted by a TCG plugin outside this project, on the models this benchmark draws).
 
-Run: .venv/bin/python benchmarks/bench_mcu.py [--samples 3] [--sizes S1,S2,S3,S4] [--no-options]
+Accuracy (--accuracy, about 15 minutes): kd2mcu train with the defaults and with [prune] sparsity = 0.5 on
+BasicMotions and JapaneseVowels, 3 seeds each (benchmarks/accuracy_panel.py's runs): int8 test accuracy in
+the host simulator, dense against pruned, and the block sparsity the pruned students reached.
+
+Run: .venv/bin/python benchmarks/bench_mcu.py [--samples 3] [--sizes S1,S2,S3,S4] [--no-options] [--accuracy]
 """
 from __future__ import annotations
 
@@ -87,11 +91,33 @@ def measure(key, variant, samples):
             "stack": fp["ram_stack_bytes"], "exact": "yes" if mism == 0 else f"NO ({first})"}
 
 
+def pruned_accuracy(seeds=(0, 1, 2), sparsity: float = 0.5) -> None:
+    """Dense against pruned students, int8 test accuracy (host simulator), on the two bundled sensor sets."""
+    import accuracy_panel
+
+    rows = []
+    for name in ("basic_motions", "japanese_vowels"):
+        dense = [accuracy_panel.run_one(name, seed) for seed in seeds]
+        pruned = [accuracy_panel.run_one(name, seed, settings=[f"prune.sparsity={sparsity}"]) for seed in seeds]
+
+        def cell(runs, key="int8_hostsim_accuracy"):
+            v = [100 * r[key] for r in runs]
+            return f"{np.mean(v):.1f} ({min(v):.1f}-{max(v):.1f})"
+        gap = 100 * np.mean([p["int8_hostsim_accuracy"] - d["int8_hostsim_accuracy"] for d, p in zip(dense, pruned)])
+        sparsity_reached = np.mean([p["block_sparsity"] for p in pruned])
+        rows.append([name, cell(dense), cell(pruned), f"{gap:+.1f}", f"{sparsity_reached:.2f}",
+                     "yes" if gap >= -1.0 else "NO"])
+    print(f"\nPruned students ([prune] sparsity = {sparsity}), int8 test accuracy %, host simulator, mean (min-max) "
+          f"over seeds {list(seeds)}; target: within 1 point of dense")
+    print(_table(["dataset", "dense", "pruned", "pruned - dense", "block sparsity", "met"], rows))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", type=int, default=3)
     ap.add_argument("--sizes", default="S1,S2,S3,S4")
     ap.add_argument("--no-options", action="store_true", help="Only the default build.")
+    ap.add_argument("--accuracy", action="store_true", help="Also train dense and pruned students (about 15 min).")
     args = ap.parse_args()
     keys = args.sizes.split(",")
     for k in keys:
@@ -134,6 +160,8 @@ def main():
         print("\nOptions (kd2mcu build --layout compact; -Os; KD2MCU_PORTABLE = the path for cores without DSP):")
         print(_table(["size", "build", "instr/inference", "instr/MAC", "est. cycles", "code B", "weights B", "flash B",
                       "RAM B", "ratio to CMSIS-NN", "instr / dense", "flash / dense", "bit-exact"], option_rows))
+    if args.accuracy:
+        pruned_accuracy()
 
 
 if __name__ == "__main__":

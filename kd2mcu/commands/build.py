@@ -329,8 +329,8 @@ def check_layout_choice(layout: str) -> None:
 def choose_layout(model: IntModel, board: "firmware.Board") -> tuple[str, str]:
     """``--layout auto``: (layout, why). The fast layout had the fewest modelled cycles on every size the
     memory-system cycle model measured (benchmarks/cycle_model/layouts.py: with flash wait states on the
-    stm32f405 it ties compact within 0.4% on S3 and S4 and wins S1 and S2; on the stm32l476 it wins all
-    four; with no wait state, or its weights in RAM, compact runs 1.2-1.5x its instructions). Compact is
+    stm32f405 and on the stm32l476 it wins all four sizes, by 3-22%; with no wait state, or its weights in
+    RAM, compact runs 1.4-1.5x its instructions). Compact is
     chosen only where fast's weights would not leave ``FLASH_KEPT`` of the part's flash and compact's do."""
     flash = firmware.memory_bytes(board.memory["flash_size"])
     fast, compact = render.weight_bytes(model, "fast"), render.weight_bytes(model, "compact")
@@ -358,6 +358,10 @@ def resolve_placement(model: IntModel, board: "firmware.Board", layout: str, wei
         why["layout"] = f"as asked (--layout {layout})"
     if weights == firmware.AUTO:
         weights, why["weights"] = firmware.choose_weights(board, render.weight_bytes(model, layout), layout)
+        if weights == "split" and render.split_bytes(model, layout, ram_room(board))[0] > ram_room(board):
+            weights, why["weights"] = "flash", (
+                f"they take {render.weight_bytes(model, layout):,} B, and the activation tables, embedding and head "
+                f"alone would not fit the {board.name}'s {firmware.weights_ram_bytes(board)[1]}")
     else:
         why["weights"] = f"as asked (--weights {weights})"
     return layout, weights, why
@@ -385,7 +389,8 @@ def check_weights(model: IntModel, layout: str, weights: str, board: "firmware.B
         return
     if weights == "split":
         if render.split_bytes(model, layout, ram_room(board))[0] > ram_room(board):
-            raise UserError(f"--weights split: the {layout} layout's activation tables, head and indices alone do not "
+            raise UserError(f"--weights split: the {layout} layout's activation tables, embedding, head and indices alone "
+                            "do not "
                             f"fit the {board.name}'s {firmware.weights_ram_bytes(board)[1]}; keep them in flash "
                             "(--weights flash)")
         return
