@@ -350,6 +350,21 @@ def test_weights_too_large_for_ram_are_refused_in_one_line(tmp_path):
     assert "compact" not in proc.stderr.split("room for")[1] and not (tmp_path / "b").exists()
 
 
+def test_a_split_whose_fixed_part_does_not_fit_is_refused_or_left_in_flash(tmp_path):
+    """A token model whose embedding alone overfills the CCM: --weights split stops in one line and writes
+    nothing; --weights auto keeps everything in flash and says why."""
+    model = random_model(np.random.default_rng(9), ModelShape(input_size=8, hidden=8, steps=10, classes=3, vocab=9000))
+    (tmp_path / "m.json").write_text(model.to_json())
+    proc = kd2mcu("build", tmp_path / "m.json", "--out", tmp_path / "b", "--weights", "split")
+    assert_user_error(proc, "--weights split", "embedding, head and indices alone do not fit the stm32f405's CCM",
+                      "--weights flash")
+    assert not (tmp_path / "b").exists()
+    proc = kd2mcu("build", tmp_path / "m.json", "--out", tmp_path / "c")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads((tmp_path / "c" / "build.json").read_text())
+    assert info["weights"] == "flash" and "alone would not fit the stm32f405's CCM" in info["placement"]["weights"]
+
+
 def test_build_places_weights_in_ccm_where_they_fit_and_says_why(tmp_path):
     """--weights auto (the default): the F405's CCM when the weights fit it, flash where the part has no
     core-coupled RAM or they do not fit; an explicit choice is kept; build.json and report say why."""
