@@ -229,7 +229,7 @@ def _direction_weights(bx, wxw, whw, blocks, fast: bool) -> dict:
         rows.append(np.concatenate([bx[r], wxw[r, gx].ravel(), whw[r, gh].ravel()]))
         idx += [*gx, *gh]
     return {"sparse": True, "indexed": True, "rows": rows, "idx": c_array(idx), "idx_len": max(len(idx), 1),
-            "idx_bytes": 2 * len(idx) + 2 * 2 * H, "nx": c_array(kx.sum(1)), "nh": c_array(kh.sum(1)), **counts}
+            "idx_bytes": 2 * max(len(idx), 1) + 2 * 2 * H, "nx": c_array(kx.sum(1)), "nh": c_array(kh.sum(1)), **counts}
 
 
 def _place_rows(layers: list, room: Optional[int], fixed: int) -> None:
@@ -313,6 +313,7 @@ def context(model: IntModel, name: str, layout: str = "fast", ram_room: Optional
         })
     hd = model.head
     head_w = hd.weight.astype(np.int64)
+    # Bytes that go to RAM whenever any weight does: the tables, the embedding, the head, the sparse indices.
     fixed = TABLE_BYTES[layout] + head_w.size + 4 * model.num_classes + \
         (model.embedding.size if model.is_token_model else 0) + \
         sum(d.get("idx_bytes", 0) for layer in layers for d in layer["directions"])
@@ -339,7 +340,7 @@ def context(model: IntModel, name: str, layout: str = "fast", ram_room: Optional
         "input_scale": c_float(model.input.scale), "input_zero_point": model.input.zero_point,
         "input_inv_scale": c_float(1.0 / model.input.scale),
         "output_scale": c_float(hd.output.scale), "output_zero_point": hd.output.zero_point,
-        "layers": layers,
+        "layers": layers, "ram_fixed_bytes": fixed,
         "seq_buffers": not streaming and len(layers) > 1,
         "seq_width": max((l["output_width"] for l in layers[:-1]), default=0),
         "head": {
@@ -368,15 +369,9 @@ def split_bytes(model: IntModel, layout: str, ram_room: Optional[int]) -> tuple[
     """(bytes copied to RAM, weight bytes left in flash) of ``weight_bytes`` with --weights split into
     ``ram_room`` bytes (None: all of them copied)."""
     ctx = context(model, "m", layout, ram_room)
-    ram = TABLE_BYTES[layout] + ctx["num_classes"] * ctx["head"]["width"] + 4 * ctx["num_classes"]
-    if ctx["tokens"]:
-        ram += ctx["vocab_size"] * ctx["input_size"]
-    flash = 0
-    for layer in ctx["layers"]:
-        for d in layer["directions"]:
-            ram += 4 * d["w_len"] + (2 * d["idx_len"] + 2 * 2 * layer["hidden"] if d["indexed"] else 0)
-            flash += 4 * d["w_flash_len"]
-    return ram, flash
+    directions = [d for layer in ctx["layers"] for d in layer["directions"]]
+    return (ctx["ram_fixed_bytes"] + sum(4 * d["w_len"] for d in directions),
+            sum(4 * d["w_flash_len"] for d in directions))
 
 
 def _preprocess_context(model: IntModel) -> dict:
