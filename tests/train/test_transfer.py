@@ -77,6 +77,24 @@ def test_rocket_teacher_with_a_transfer_set_on_arrow_head(tmp_path):
     assert "shipped_student" in m and "baseline_accuracy" in m  # the fallback trained the student alone too
 
 
+def test_rocket_teacher_learns_from_validation_series_but_scores_them_held_out():
+    pytest.importorskip("aeon")
+    from kd2mcu.train.datasets import load_task
+    from kd2mcu.train.teacher_rocket import _fit, _series, fit
+
+    task = load_task(dataset="arrow_head", seed=0, val_fraction=0.15)
+    tcfg = {"seed": 0}
+    out = fit(task, tcfg)
+    train_only = _fit(_series(task, task.x_train), task.y_train, tcfg)
+    both = _fit(np.concatenate([_series(task, task.x_train), _series(task, task.x_val)]),
+                np.concatenate([task.y_train, task.y_val]), tcfg)
+    C = task.num_classes
+    assert np.array_equal(out.logits["val"], train_only.logits(_series(task, task.x_val), C))  # held out
+    assert np.array_equal(out.logits["test"], both.logits(_series(task, task.x_test), C))
+    assert not np.array_equal(out.logits["test"], train_only.logits(_series(task, task.x_test), C))
+    assert np.array_equal(out.label(task.x_test, task.len_test), out.logits["test"])  # the transfer set's labeller
+
+
 def test_rocket_teacher_refuses_text(tmp_path):
     from clitools import assert_user_error
 
