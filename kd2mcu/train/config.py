@@ -54,6 +54,8 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
                                 "logistic regression, fitted here: for small sensor sets), tfidf (text: character 1-2-gram "
                                 "TF-IDF + logistic regression, fitted here); several joined by + "
                                 "(transformer+rocket) are one ensemble teacher"),
+        "weights": ([], "ensemble teacher: one weight per member, in the order of kind (auto: transformer, then "
+                        "rocket or tfidf), for the weighted mean of their log-probabilities (empty: by combine)"),
         "combine": ("mean", "ensemble teacher: mean (of the members' log-probabilities) or val_accuracy (weighted "
                             "by each member's validation accuracy)"),
         "path": ("", "pretrained: the model folder (empty: all-MiniLM-L6-v2 from kd2mcu[minilm]); onnx: the .onnx file; "
@@ -217,6 +219,8 @@ def validate(cfg: dict, source: str) -> dict:
         (sum(k in ("pretrained", "onnx", "logits") for k in t["kind"].split("+")) <= 1,
          "[teacher] kind: at most one of pretrained, onnx and logits (they share [teacher] path)"),
         (t["combine"] in ("mean", "val_accuracy"), "[teacher] combine must be mean or val_accuracy"),
+        (all(v >= 0 for v in t["weights"]) and (not t["weights"] or sum(t["weights"]) > 0),
+         "[teacher] weights must be >= 0, not all 0"),
         (t["stem"] in ("conv", "linear"), "[teacher] stem must be conv or linear"),
         (t["width"] % max(t["heads"], 1) == 0 and t["heads"] >= 1 and t["depth"] >= 1,
          "[teacher] width must be a multiple of heads, depth >= 1"),

@@ -80,7 +80,7 @@ def get_teacher(task: TaskData, cfg: dict, quiet: bool):
             out, w = get_teacher(task, dict(cfg, teacher=dict(tcfg, kind=part)), quiet)
             parts.append(out)
             weights = weights or w
-        return T.combine(parts, task.y_val, tcfg["combine"]), weights
+        return T.combine(parts, task.y_val, tcfg["combine"], tcfg["weights"]), weights
     if kind == "logits":
         if not cfg["data"]["train_file"]:
             raise UserError("[teacher] kind = logits needs your own data (--data, rows in the logits file's order); "

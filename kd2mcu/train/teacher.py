@@ -270,11 +270,16 @@ def train_transformer(task: TaskData, tcfg: dict, align_layers: list[int], quiet
     return model, out
 
 
-def combine(parts: list[TeacherOutputs], y_val: np.ndarray, how: str) -> TeacherOutputs:
-    """One teacher from several: logits = sum_i w_i * log_softmax(logits_i), the weights w_i equal
-    (``how = "mean"``) or proportional to each member's validation accuracy (``"val_accuracy"``, equal
-    when there is no validation split)."""
-    if how == "val_accuracy" and len(y_val):
+def combine(parts: list[TeacherOutputs], y_val: np.ndarray, how: str, weights=()) -> TeacherOutputs:
+    """One teacher from several: logits = sum_i w_i * log_softmax(logits_i), the weights w_i given
+    (``weights``, one per member, scaled to sum 1), else equal (``how = "mean"``) or proportional to each
+    member's validation accuracy (``"val_accuracy"``, equal when there is no validation split)."""
+    if len(weights):
+        if len(weights) != len(parts):
+            raise UserError(f"[teacher] weights has {len(weights)} values for an ensemble of {len(parts)} teachers: "
+                            "give one per member, in the order of [teacher] kind")
+        w = np.asarray(weights, np.float64) / float(np.sum(weights))
+    elif how == "val_accuracy" and len(y_val):
         acc = np.array([max(p.accuracy("val", y_val) or 0.0, 1e-3) for p in parts])
         w = acc / acc.sum()
     else:
@@ -426,6 +431,7 @@ def cache_key(task: TaskData, tcfg: dict, align_layers: list[int]) -> str:
             h.update(np.ascontiguousarray(a).tobytes())
     settings = dict(tcfg)
     settings.pop("finetune_epochs" if settings.get("kind") != "pretrained" else "epochs", None)  # only what it reads
+    settings.pop("weights", None)  # how an ensemble mixes its members: not a member's outputs
     if settings.get("path"):
         settings["path_sha256"] = hashlib.sha256(Path(settings["path"]).read_bytes()).hexdigest() \
             if Path(settings["path"]).is_file() else settings["path"]
