@@ -221,6 +221,9 @@ def validate(cfg: dict, source: str) -> dict:
         (t["combine"] in ("mean", "val_accuracy"), "[teacher] combine must be mean or val_accuracy"),
         (all(v >= 0 for v in t["weights"]) and (not t["weights"] or sum(t["weights"]) > 0),
          "[teacher] weights must be >= 0, not all 0"),
+        (not t["weights"] or len(t["weights"]) == (2 if t["kind"] == "auto" else len(t["kind"].split("+"))),
+         f"[teacher] weights has {len(t['weights'])} values: give one per member of [teacher] kind = {t['kind']} "
+         "(auto: 2, the transformer and rocket or tfidf)"),
         (t["stem"] in ("conv", "linear"), "[teacher] stem must be conv or linear"),
         (t["width"] % max(t["heads"], 1) == 0 and t["heads"] >= 1 and t["depth"] >= 1,
          "[teacher] width must be a multiple of heads, depth >= 1"),

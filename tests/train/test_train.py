@@ -197,6 +197,8 @@ def test_kd_loss_is_the_formula():
     (["--set", "teacher.kind=transformer+cnn"], ["kind must be", "tfidf", "joined by +"]),
     (["--set", "teacher.combine=max"], ["combine", "mean", "val_accuracy"]),
     (["--set", "teacher.stem=fft"], ["stem", "conv", "linear"]),
+    (["--set", "teacher.weights=[0, 0]"], ["weights", ">= 0", "not all 0"]),
+    (["--set", "teacher.weights=[1, 1, 1]"], ["weights has 3 values", "one per member", "auto: 2"]),
     (["--set", "run.stage_samples=-5"], ["stage_samples"]),
     (["--set", "distill.batch_size=-1"], ["batch sizes"]),
 ])

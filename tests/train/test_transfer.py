@@ -146,6 +146,13 @@ def test_combine_is_the_weighted_mean_of_log_probabilities():
     weighted = combine(parts, y_val, "val_accuracy")
     assert np.allclose(weighted.logits["val"], w[0] * logp(a["val"]) + w[1] * logp(b["val"]), atol=1e-6)
     assert np.allclose(combine(parts, y_val[:0], "val_accuracy").logits["val"], mean.logits["val"])
+    given = combine(parts, y_val, "val_accuracy", [1.0, 3.0])  # given weights win, scaled to sum 1
+    assert np.allclose(given.logits["test"], 0.25 * logp(a["test"]) + 0.75 * logp(b["test"]), atol=1e-6)
+    assert "weights 0.25, 0.75" in given.description
+    from kd2mcu.errors import UserError
+
+    with pytest.raises(UserError, match=r"\[teacher\] weights has 3 values for an ensemble of 2 teachers"):
+        combine(parts, y_val, "mean", [1.0, 1.0, 1.0])
 
 
 def test_the_schedule_cuts_epochs_on_large_splits_and_picks_the_batch_size():
