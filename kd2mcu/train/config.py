@@ -40,6 +40,9 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
         "train_file": ("", "your own training data (.npz or .csv) instead of a bundled set"),
         "test_file": ("", "your own test data (.npz or .csv); without it 20% of train_file is held out"),
         "val_fraction": (0.15, "share of the training split held out for choosing the best epoch"),
+        "folds": (0, "cross-validation: the training split dealt into this many stratified folds (drawn with the "
+                     "seed), fold number `fold` held out as the validation split instead of val_fraction (0: off)"),
+        "fold": (0, "cross-validation: the fold held out (0..folds-1); run each to hold out every sample once"),
         "max_len": (0, "steps kept per sample, longer ones are cut (0: text 64 characters, sensor data its longest sequence)"),
         "max_vocab": (2000, "text: vocabulary size cap, <pad> and <oov> included"),
         "subset": (0, "use only this many samples of a bundled set (0: all)"),
@@ -231,6 +234,8 @@ def validate(cfg: dict, source: str) -> dict:
         (0 <= t["patience"] <= MAX_EPOCHS, "[teacher] patience must be >= 0"),
         (0.0 <= t["dropout"] < 1.0, "[teacher] dropout must lie in 0..1"),
         (0.0 <= data["val_fraction"] < 0.9, "[data] val_fraction must lie in 0..0.9"),
+        (data["folds"] == 0 or 2 <= data["folds"] <= 1000, "[data] folds must be 0 (off) or lie in 2..1000"),
+        (0 <= data["fold"] < max(data["folds"], 1), "[data] fold must lie in 0..folds-1 (0 without folds)"),
         (0 <= data["max_len"] <= MAX_STEPS, f"[data] max_len must lie in 0..{MAX_STEPS}"),
         (3 <= data["max_vocab"] <= MAX_VOCAB, f"[data] max_vocab must lie in 3..{MAX_VOCAB}"),
         (0 <= data["subset"] <= 10**7, "[data] subset must lie in 0..10000000"),

@@ -42,7 +42,9 @@ Splits:
   for ``chinese_reviews`` and ``--data`` alone, the training split only for the UEA sets and ``--data``
   with ``--test``. It does not depend on ``seed`` either.
 - Validation: a stratified ``val_fraction`` of the training split, drawn with ``seed``
-  (``val_fraction=0`` gives empty validation arrays).
+  (``val_fraction=0`` gives empty validation arrays). For cross-validation, ``folds=K`` (2 or more)
+  deals the training split into K stratified folds, drawn with ``seed``, and fold ``fold`` (0..K-1)
+  becomes the validation split instead: over the K folds every training sample is held out exactly once.
 
 Every split keeps its samples in source order. Sequences are padded with zeros at the end to the
 longest one (or cut to ``max_len``). Feature sequences are standardized with the per-feature mean and
@@ -166,10 +168,13 @@ class _Samples:
 
 def load_task(dataset: str | None = None, data: str | Path | None = None, test: str | Path | None = None, *,
               seed: int = 0, val_fraction: float = 0.15, max_len: int | None = None, max_vocab: int = 2000,
-              subset: int | None = None, frame_stack: int = 1) -> TaskData:
+              subset: int | None = None, frame_stack: int = 1, folds: int = 0, fold: int = 0) -> TaskData:
     """Load a bundled dataset (default ``basic_motions``) or the user's files, ready for training."""
     if not 0 <= val_fraction < 1:
         raise UserError(f"--val-fraction {val_fraction}: must be at least 0 and below 1")
+    if folds == 1 or folds < 0 or not 0 <= fold < max(folds, 1):
+        raise UserError(f"[data] folds = {folds}, fold = {fold}: folds must be 0 (no cross-validation) or at least 2, "
+                        "and fold one of 0..folds-1")
     if max_len is not None and max_len < 1:
         raise UserError(f"--max-len {max_len}: must be at least 1")
     if max_vocab < 3:
@@ -197,8 +202,11 @@ def load_task(dataset: str | None = None, data: str | Path | None = None, test: 
         train, test_samples = _split(train, TEST_FRACTION, np.random.default_rng([_FIXED_SEED, 2]), what, "test", fix)
     if data is not None:
         _check_classes(train, test_samples, len(classes), data, test)
-    train, val = _split(train, val_fraction, np.random.default_rng([seed, 3]), "the training split", "validation",
-                        "give more training samples or a smaller --val-fraction")
+    if folds:
+        train, val = _fold(train, folds, fold, np.random.default_rng([seed, 3]))
+    else:
+        train, val = _split(train, val_fraction, np.random.default_rng([seed, 3]), "the training split", "validation",
+                            "give more training samples or a smaller --val-fraction")
 
     if kind == "sequence":
         steps = max_len or max(len(s) for s in train.items + val.items + test_samples.items)
@@ -317,6 +325,25 @@ def _split(samples: _Samples, fraction: float, rng: np.random.Generator, what: s
                         f"training split empty; {fix}")
     order = _stratified_order(samples.y, rng)
     return samples.take(np.sort(order[count:])), samples.take(np.sort(order[:count]))
+
+
+def _fold(samples: _Samples, folds: int, fold: int, rng: np.random.Generator) -> tuple[_Samples, _Samples]:
+    """(the other folds, fold ``fold``). Each class's samples, in random order, are dealt to the folds in turn,
+    every class starting where the last one stopped: per class and in total, fold sizes differ by at most
+    one, and the folds partition the samples. Both parts keep source order."""
+    n = len(samples.y)
+    if n < folds:
+        raise UserError(f"the training split has only {n} sample(s), fewer than [data] folds = {folds}; "
+                        "give fewer folds")
+    shuffled = rng.permutation(n)
+    fold_of = np.empty(n, dtype=np.int64)
+    start = 0
+    for label in np.unique(samples.y):
+        members = shuffled[samples.y[shuffled] == label]
+        fold_of[members] = (start + np.arange(len(members))) % folds
+        start += len(members)
+    held = fold_of == fold
+    return samples.take(np.flatnonzero(~held)), samples.take(np.flatnonzero(held))
 
 
 # ---- bundled datasets ------------------------------------------------------------------------------

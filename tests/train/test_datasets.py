@@ -153,6 +153,29 @@ def test_same_seed_same_arrays_other_seed_other_validation():
     assert t3.texts_test == t1.texts_test and t3.texts_val != t1.texts_val  # the test split ignores the seed
 
 
+
+def test_folds_hold_out_every_training_sample_exactly_once():
+    whole = load_task("arrow_head", val_fraction=0)
+    folds = [load_task("arrow_head", seed=2, folds=5, fold=k) for k in range(5)]
+    held = np.concatenate([f.index_val for f in folds])
+    assert sorted(held.tolist()) == sorted(whole.index_train.tolist())  # a partition of the training split
+    for f in folds:
+        assert len(f.y_val) in (7, 8) and not set(f.index_val) & set(f.index_train)
+        assert len(f.y_train) + len(f.y_val) == len(whole.y_train)
+        np.testing.assert_array_equal(np.sort(f.index_val), f.index_val)  # source order kept
+        assert set(np.bincount(f.y_val, minlength=3)) <= {2, 3}  # 36 samples of 3 classes (12 each): stratified
+        np.testing.assert_array_equal(f.y_test, whole.y_test)
+    again = load_task("arrow_head", seed=2, folds=5, fold=3)
+    assert_same(again, folds[3])
+    other = load_task("arrow_head", seed=3, folds=5, fold=3)
+    assert not np.array_equal(other.index_val, folds[3].index_val)  # the seed deals the folds
+    with user_error(r"\[data\] folds = 5, fold = 5: folds must be 0 \(no cross-validation\) or at least 2"):
+        load_task("arrow_head", folds=5, fold=5)
+    with user_error(r"folds = 1, fold = 0"):
+        load_task("arrow_head", folds=1)
+    with user_error(r"the training split has only 36 sample\(s\), fewer than \[data\] folds = 37; give fewer folds"):
+        load_task("arrow_head", folds=37)
+
 # ---- user files ------------------------------------------------------------------------------------
 
 def write_csv(path, text: str):

@@ -200,6 +200,8 @@ def test_kd_loss_is_the_formula():
     (["--set", "teacher.weights=[0, 0]"], ["weights", ">= 0", "not all 0"]),
     (["--set", "teacher.weights=[1, 1, 1]"], ["weights has 3 values", "one per member", "auto: 2"]),
     (["--set", "run.stage_samples=-5"], ["stage_samples"]),
+    (["--set", "data.fold=2"], ["[data] fold", "0..folds-1", "0 without folds"]),
+    (["--set", "data.folds=1"], ["[data] folds", "0 (off)", "2..1000"]),
     (["--set", "distill.batch_size=-1"], ["batch sizes"]),
 ])
 def test_refusals_are_one_line_and_touch_nothing(args, words, tmp_path):

@@ -1,0 +1,126 @@
+"""Cross-validated choice between settings, on the training split alone: the way kd2mcu's defaults are chosen.
+
+The bundled sets' validation splits are a handful of samples (ArrowHead 5, PickupGestureWiimoteZ 8), too few
+to tell settings apart. Here the training split is dealt into K stratified folds (``[data] folds``/``fold``)
+and ``kd2mcu train`` runs once per fold and candidate, holding that fold out as its validation split: over
+the K runs every training sample is held out once. Per dataset and candidate it prints the int8 student's
+(the shipped model's, by the integer reference, bit-exact with the C) accuracy on the held-out folds,
+pooled, and, against the first candidate on the very same samples, the samples only it gets right
+(+), only the first gets right (-) and a two-sided sign test on those. The test split is never read
+here (``train`` scores it; this script does not look).
+
+Run: .venv/bin/python benchmarks/cv_select.py --datasets arrow_head,osuleaf --folds 5 \\
+         --candidate default --candidate 'mixup:distill.transfer_mixup=0.5' [--json cv.json]
+A candidate is NAME or NAME:SECTION.KEY=VALUE;SECTION.KEY=VALUE (settings on top of the defaults, as
+kd2mcu train --set). With --json, finished runs are kept there and skipped when the script runs again.
+Candidates run fold by fold, so each fold's teacher is trained once and then read from kd2mcu's cache.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from math import comb
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def parse_candidate(text: str) -> tuple[str, tuple[str, ...]]:
+    name, _, settings = text.partition(":")
+    return name, tuple(s.strip() for s in settings.split(";") if s.strip())
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact binomial test of wins against losses (ties dropped), p = 0.5."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(comb(n, i) for i in range(min(wins, losses) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def run_fold(dataset: str, seed: int, folds: int, fold: int, settings: tuple[str, ...]) -> dict:
+    from kd2mcu.quant.intmodel import IntModel
+    from kd2mcu.train.run import int8_logits, load_task_for, resolve_config, train
+
+    cfg = resolve_config(None, dataset=dataset, seed=seed,
+                         settings=(*settings, f"data.folds={folds}", f"data.fold={fold}"))
+    task = load_task_for(cfg)
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        m = train(cfg, Path(tmp) / "run", quiet=True)
+        model = IntModel.load(Path(tmp) / "run" / "model.json")
+    right = int8_logits(model, task.x_val, task.len_val).argmax(1) == task.y_val
+    return {"index": task.index_val.tolist(), "right": right.astype(int).tolist(),
+            "teacher_right": round(m["teacher_val_accuracy"] * len(task.y_val)),
+            "shipped": m["shipped_student"], "seconds": round(time.time() - t0, 1)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", default="arrow_head,osuleaf,pickup_gesture")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0, help="deals the folds and seeds every run")
+    ap.add_argument("--candidate", action="append", default=[], help="NAME[:SECTION.KEY=VALUE;...] (repeatable)")
+    ap.add_argument("--json", help="keep every run here (and skip those already in it)")
+    args = ap.parse_args()
+    candidates = [parse_candidate(c) for c in args.candidate or ["default"]]
+    store = Path(args.json) if args.json else None
+    done: dict = json.loads(store.read_text()) if store and store.is_file() else {}
+    datasets = args.datasets.split(",")
+    for dataset in datasets:
+        for fold in range(args.folds):
+            for name, settings in candidates:
+                key = f"{dataset}|{args.seed}|{args.folds}|{fold}|{';'.join(settings)}"
+                if key in done:
+                    continue
+                done[key] = run_fold(dataset, args.seed, args.folds, fold, settings)
+                r = done[key]
+                print(f"  {dataset} fold {fold + 1}/{args.folds} {name}: {sum(r['right'])}/{len(r['right'])} "
+                      f"(teacher {r['teacher_right']}, ships {r['shipped']}), {r['seconds']:.0f} s", flush=True)
+                if store:
+                    tmp = store.with_name(f".{store.name}.tmp")
+                    tmp.write_text(json.dumps(done, indent=1))
+                    tmp.replace(store)
+
+    def pooled(dataset: str, settings: tuple[str, ...]) -> tuple[np.ndarray, int]:
+        index, right, teacher = [], [], 0
+        for fold in range(args.folds):
+            r = done[f"{dataset}|{args.seed}|{args.folds}|{fold}|{';'.join(settings)}"]
+            index += r["index"]
+            right += r["right"]
+            teacher += r["teacher_right"]
+        return np.array(right)[np.argsort(index)], teacher
+
+    print(f"\nint8 student, held-out folds pooled ({args.folds} folds of the training split, seed {args.seed}); "
+          f"+/-: samples only this candidate / only {candidates[0][0]} gets right; p: two-sided sign test")
+    head = ["dataset", "candidate", "int8 right", "%", "teacher", "+", "-", "p"]
+    rows, total = [], {}
+    for dataset in datasets + ["all"]:
+        first = None
+        for name, settings in candidates:
+            if dataset == "all":
+                right, teacher = total[name]
+            else:
+                right, teacher = pooled(dataset, settings)
+                prev = total.get(name, (np.zeros(0, int), 0))
+                total[name] = (np.concatenate([prev[0], right]), prev[1] + teacher)
+            if first is None:
+                first = right
+            wins, losses = int(np.sum((right == 1) & (first == 0))), int(np.sum((right == 0) & (first == 1)))
+            same = name == candidates[0][0]
+            rows.append([dataset, name, f"{right.sum()}/{len(right)}", f"{100 * right.mean():.1f}",
+                         f"{teacher}", "" if same else str(wins), "" if same else str(losses),
+                         "" if same else f"{sign_test(wins, losses):.2f}"])
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    for r in [head, ["-" * w for w in widths]] + rows:
+        print("  ".join(c.rjust(w) for c, w in zip(r, widths)))
+
+
+if __name__ == "__main__":
+    main()
