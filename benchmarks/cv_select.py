@@ -12,7 +12,9 @@ here (``train`` scores it; this script does not look).
 Run: .venv/bin/python benchmarks/cv_select.py --datasets arrow_head,osuleaf --folds 5 \\
          --candidate default --candidate 'mixup:distill.transfer_mixup=0.5' [--json cv.json]
 A candidate is NAME or NAME:SECTION.KEY=VALUE;SECTION.KEY=VALUE (settings on top of the defaults, as
-kd2mcu train --set). With --json, finished runs are kept there and skipped when the script runs again.
+kd2mcu train --set). With --json, finished runs are kept there and skipped when the script runs again;
+--only 3,4 runs just those folds (0-based: to share the folds between processes, one --json each), and
+--merge FILE reads another process's runs before the table is printed.
 Candidates run fold by fold, so each fold's teacher is trained once and then read from kd2mcu's cache.
 """
 from __future__ import annotations
@@ -68,13 +70,16 @@ def main():
     ap.add_argument("--seed", type=int, default=0, help="deals the folds and seeds every run")
     ap.add_argument("--candidate", action="append", default=[], help="NAME[:SECTION.KEY=VALUE;...] (repeatable)")
     ap.add_argument("--json", help="keep every run here (and skip those already in it)")
+    ap.add_argument("--only", help="run only these folds (0-based, comma-separated)")
+    ap.add_argument("--merge", action="append", default=[], help="another --json's runs, read for the table")
     args = ap.parse_args()
     candidates = [parse_candidate(c) for c in args.candidate or ["default"]]
     store = Path(args.json) if args.json else None
     done: dict = json.loads(store.read_text()) if store and store.is_file() else {}
     datasets = args.datasets.split(",")
+    only = [int(f) for f in args.only.split(",")] if args.only else range(args.folds)
     for dataset in datasets:
-        for fold in range(args.folds):
+        for fold in only:
             for name, settings in candidates:
                 key = f"{dataset}|{args.seed}|{args.folds}|{fold}|{';'.join(settings)}"
                 if key in done:
@@ -87,6 +92,13 @@ def main():
                     tmp = store.with_name(f".{store.name}.tmp")
                     tmp.write_text(json.dumps(done, indent=1))
                     tmp.replace(store)
+    for extra in args.merge:
+        done.update(json.loads(Path(extra).read_text()))
+    datasets = [d for d in datasets if all(f"{d}|{args.seed}|{args.folds}|{fold}|{';'.join(s)}" in done
+                                           for fold in range(args.folds) for _, s in candidates)]
+    if not datasets:
+        print("no dataset has every fold of every candidate yet (--merge the other processes' --json)")
+        return
 
     def pooled(dataset: str, settings: tuple[str, ...]) -> tuple[np.ndarray, int]:
         index, right, teacher = [], [], 0

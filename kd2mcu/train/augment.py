@@ -33,14 +33,15 @@ DEFAULT_AUGMENTS = ("scale", "jitter", "slice")
 
 
 def views(x: np.ndarray, lengths: np.ndarray, frame_stack: int, copies: int, seed: int, mixup: float = 0.0,
-          augments=DEFAULT_AUGMENTS):
+          augments=DEFAULT_AUGMENTS, draw: int = 0):
     """``copies`` augmented views of every sequence of x [N, T, k*F] (frame-stacked by ``frame_stack``),
     each made by ``augments`` (names from ``AUGMENTS``; the defaults draw the same numbers as before
-    the others existed): returns (x [copies * N, T, k*F] float32, lengths [copies * N])."""
+    the others existed): returns (x [copies * N, T, k*F] float32, lengths [copies * N]). ``draw`` > 0
+    gives other views from the same seed (draw 0: the numbers drawn before draws existed)."""
     unknown = sorted(set(augments) - set(AUGMENTS))
     if unknown:
         raise ValueError(f"unknown augmentations {unknown}; known: {', '.join(AUGMENTS)}")
-    rng = np.random.default_rng([seed, 17])
+    rng = np.random.default_rng([seed, 17] + ([draw] if draw else []))
     n, steps, width = x.shape
     F = width // frame_stack
     raw = x.reshape(n, steps * frame_stack, F).astype(np.float64)
@@ -71,7 +72,7 @@ def views(x: np.ndarray, lengths: np.ndarray, frame_stack: int, copies: int, see
             out[c * n + i, :L] = seq
     out_len = np.tile(raw_len, copies)
     if mixup > 0 and n > 1:
-        mrng = np.random.default_rng([seed, 18])
+        mrng = np.random.default_rng([seed, 18] + ([draw] if draw else []))
         mixed = np.flatnonzero(mrng.random(len(out)) < mixup)
         partner = mrng.integers(0, len(out), len(mixed))
         lam = mrng.random(len(mixed))[:, None, None]

@@ -94,6 +94,9 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
                              "scale (magnitude), jitter (noise), slice (a random 85-100% window, stretched), warp "
                              "(a smooth time warp), roll (a circular shift: for cyclic series such as outlines traced "
                              "from any start or rotations; on ArrowHead it cost 11 points)"),
+        "transfer_rounds": (1, "how many times stage 2 draws its transfer set anew, each draw labelled by the teacher "
+                                "and used for an equal part of the epochs (fresh views, so no one view is learned "
+                                "by heart; each draw costs the teacher's labelling once more); 1: one draw"),
         "transfer_mixup": (0.0, "share of the transfer set's views that are mixtures of two (mixup: inputs between "
                                 "the samples, labelled by the teacher)"),
         "select": ("auto", "stage 2 keeps the epoch with the best validation accuracy (accuracy), or the lowest "
@@ -242,6 +245,7 @@ def validate(cfg: dict, source: str) -> dict:
         (0 <= data["frame_stack"] <= 64, "[data] frame_stack must lie in 0..64 (0: auto)"),
         (0 <= d["transfer"] <= 100, "[distill] transfer must lie in 0..100"),
         (0.0 <= d["transfer_mixup"] <= 1.0, "[distill] transfer_mixup must lie in 0..1"),
+        (1 <= d["transfer_rounds"] <= 100, "[distill] transfer_rounds must lie in 1..100"),
         (set(d["transfer_augment"]) <= set(AUGMENTS) and len(set(d["transfer_augment"])) == len(d["transfer_augment"]),
          f"[distill] transfer_augment: each of {', '.join(AUGMENTS)} at most once"),
         (d["select"] in ("auto", "accuracy", "loss"), "[distill] select must be auto, accuracy or loss"),

@@ -134,28 +134,46 @@ def train_distill(student: TinyLSTM, adapters: list[Adapter], task: TaskData, te
     ``unlabeled`` (x, lengths, teacher logits: ``[data] unlabeled``) joins it the same way."""
     x, lengths, y = task.x_train, task.len_train, task.y_train
     t_train = teacher.logits["train"].astype(np.float32)
+    n_own = len(task.y_train)  # rows past this are the transfer set's (no teacher attention for them)
+    epochs, rounds = dcfg["epochs"], dcfg["transfer_rounds"]
+    draw_now = None
     if dcfg["transfer"] and teacher.label is not None and task.kind == "sequence" and not adapters:
         from kd2mcu.train.augment import views
 
-        xa, la = views(x, lengths, task.frame_stack, dcfg["transfer"], seed, dcfg["transfer_mixup"],
-                       dcfg["transfer_augment"])
-        ta = np.asarray(teacher.label(xa, la), np.float32)
+        def transfer_set(draw: int):  # (x, lengths, teacher logits) of the draw-th transfer set
+            xa, la = views(task.x_train, task.len_train, task.frame_stack, dcfg["transfer"], seed,
+                           dcfg["transfer_mixup"], dcfg["transfer_augment"], draw)
+            return xa, la, np.asarray(teacher.label(xa, la), np.float32)
+
+        xa, la, ta = transfer_set(0)
         x, lengths = np.concatenate([x, xa]), np.concatenate([lengths, la])
         y, t_train = np.concatenate([y, ta.argmax(1)]), np.concatenate([t_train, ta])
+        if rounds > 1 and epochs > 1:
+            drawn = {"draw": 0}
+
+            def draw_now(epoch: int):  # a fresh transfer set for each of `rounds` equal parts of the stage
+                draw = epoch * min(rounds, epochs) // epochs
+                if draw != drawn["draw"]:
+                    drawn["draw"] = draw
+                    xa, la, ta = transfer_set(draw)
+                    rows = slice(n_own, n_own + len(la))
+                    xt[rows], lt[rows] = torch.from_numpy(xa), torch.from_numpy(la)
+                    yt[rows], t_logits[rows] = torch.from_numpy(ta.argmax(1)), torch.from_numpy(ta)
     if unlabeled is not None:
         xu, lu, tu = unlabeled
         x, lengths = np.concatenate([x, xu.astype(x.dtype)]), np.concatenate([lengths, lu])
         y, t_train = np.concatenate([y, tu.argmax(1)]), np.concatenate([t_train, tu.astype(np.float32)])
     xt, lt, yt = torch.from_numpy(x), torch.from_numpy(lengths), torch.from_numpy(y)
     t_logits = torch.from_numpy(t_train)
-    n_own = len(task.y_train)  # rows past this are the transfer set's (no teacher attention for them)
     t_attention = torch.from_numpy(teacher.attention.astype(np.float32)) if attention_proj is not None else None
     t_hidden = [torch.from_numpy(h) for h in teacher.hidden] if adapters else []
     T_steps = task.x_train.shape[1]
-    epochs, alpha, beta = dcfg["epochs"], dcfg["alpha"], dcfg["beta"]
+    alpha, beta = dcfg["alpha"], dcfg["beta"]
     student_layers = student.shape["layers"]
 
     def step_loss(idx, epoch):
+        if draw_now is not None:
+            draw_now(epoch)
         s_logits, final, outputs = student(xt[idx], lt[idx])
         T = temperature_at(epoch, epochs, dcfg["temperature"], dcfg["temperature_schedule"])
         loss = kd_loss(s_logits, t_logits[idx], yt[idx], T, alpha)

@@ -264,3 +264,33 @@ def test_mixup_views_mix_two_sequences_within_the_shorter_length():
         assert not mixed[i, n:].any()  # nothing past the mixed length
     again, _ = views(x, lengths, 1, copies=3, seed=2, mixup=1.0)
     assert np.array_equal(again, mixed)
+
+
+def test_transfer_rounds_draw_fresh_views_labelled_by_the_teacher():
+    pytest.importorskip("torch")
+    pytest.importorskip("aeon")
+    from kd2mcu.train import teacher_rocket
+    from kd2mcu.train.config import defaults
+    from kd2mcu.train.datasets import load_task
+    from kd2mcu.train.distill import train_distill
+    from kd2mcu.train.student import TinyLSTM
+
+    x = np.random.default_rng(0).normal(size=(3, 12, 2)).astype(np.float32)
+    lengths = np.array([12, 12, 7])
+    first, _ = views(x, lengths, 1, copies=2, seed=4)
+    np.testing.assert_array_equal(first, views(x, lengths, 1, copies=2, seed=4, draw=0)[0])  # draw 0: as before
+    assert not np.array_equal(first, views(x, lengths, 1, copies=2, seed=4, draw=1)[0])
+
+    task = load_task("arrow_head", seed=0)
+    teacher = teacher_rocket.fit(task, defaults()["teacher"])
+    real, seen = teacher.label, []
+    teacher.label = lambda xa, la: seen.append((xa.copy(), la.copy(), real(xa, la))) or seen[-1][2]
+    cfg = dict(defaults()["distill"], transfer=2, transfer_rounds=3, epochs=6, batch_size=16)
+    student = TinyLSTM(task.num_features, 8, len(task.classes))
+    train_distill(student, [], task, teacher, cfg, seed=1, quiet=True)
+    assert len(seen) == 3  # one labelled draw per third of the 6 epochs
+    assert all(len(xa) == 2 * len(task.y_train) for xa, _, _ in seen)
+    assert not np.array_equal(seen[0][0], seen[1][0]) and not np.array_equal(seen[1][0], seen[2][0])
+    again = views(task.x_train, task.len_train, task.frame_stack, 2, 1, cfg["transfer_mixup"],
+                  cfg["transfer_augment"], draw=2)
+    np.testing.assert_array_equal(seen[2][0], again[0])  # draw 2 of the run's seed
