@@ -16,7 +16,7 @@ and, when asked for (``[distill] transfer_augment``):
   75.1% -> 78.4% (validation 69 -> 74 of 90), ArrowHead 80.2% -> 69.1%, PickupGestureWiimoteZ 75.3% -> 74.7%;
   warp the same way: ArrowHead 71.0%, PickupGestureWiimoteZ 76.7%.
 Padding stays zero; frame stacking is re-applied after. With ``mixup`` = p, a share p of the views is
-then replaced by mixtures lam * a + (1 - lam) * b of two views of different sequences (lam uniform in
+then replaced by mixtures lam * a + (1 - lam) * b of two views, the partner drawn at random (lam uniform in
 0..1, the shorter length kept): inputs off the data, where the teacher's function tells the student most
 ("function matching", Beyer et al. 2022).
 """
