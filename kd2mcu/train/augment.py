@@ -18,7 +18,9 @@ and, when asked for (``[distill] transfer_augment``):
 Padding stays zero; frame stacking is re-applied after. With ``mixup`` = p, a share p of the views is
 then replaced by mixtures lam * a + (1 - lam) * b of two views, the partner drawn at random (lam uniform in
 0..1, the shorter length kept): inputs off the data, where the teacher's function tells the student most
-("function matching", Beyer et al. 2022).
+("function matching", Beyer et al. 2022). With ``splice`` = q, a share q of the views (after mixup) gets
+one segment of ``SPLICE_MIN`` to ``SPLICE_MAX`` of its length replaced by the same steps of another view
+drawn at random (CutMix in time): new combinations of the data's local shapes, which the teacher labels.
 """
 from __future__ import annotations
 
@@ -28,16 +30,18 @@ from kd2mcu.dataio import stack_frames
 
 SCALE, JITTER, SLICE = 0.1, 0.05, 0.85
 WARP, WARP_KNOTS = 0.2, 6
+SPLICE_MIN, SPLICE_MAX = 0.1, 0.5
 AUGMENTS = ("scale", "jitter", "slice", "warp", "roll")
 DEFAULT_AUGMENTS = ("scale", "jitter", "slice")
 
 
 def views(x: np.ndarray, lengths: np.ndarray, frame_stack: int, copies: int, seed: int, mixup: float = 0.0,
-          augments=DEFAULT_AUGMENTS, draw: int = 0):
+          augments=DEFAULT_AUGMENTS, draw: int = 0, splice: float = 0.0):
     """``copies`` augmented views of every sequence of x [N, T, k*F] (frame-stacked by ``frame_stack``),
     each made by ``augments`` (names from ``AUGMENTS``; the defaults draw the same numbers as before
     the others existed): returns (x [copies * N, T, k*F] float32, lengths [copies * N]). ``draw`` > 0
-    gives other views from the same seed (draw 0: the numbers drawn before draws existed)."""
+    gives other views from the same seed (draw 0: the numbers drawn before draws existed). ``mixup`` and
+    ``splice`` draw from streams of their own, so each leaves the other's views and the plain ones as they were."""
     unknown = sorted(set(augments) - set(AUGMENTS))
     if unknown:
         raise ValueError(f"unknown augmentations {unknown}; known: {', '.join(AUGMENTS)}")
@@ -80,5 +84,16 @@ def views(x: np.ndarray, lengths: np.ndarray, frame_stack: int, copies: int, see
         out_len[mixed] = np.minimum(out_len[mixed], out_len[partner])
         valid = np.arange(out.shape[1])[None, :] < out_len[mixed][:, None]
         out[mixed] *= valid[:, :, None]
+    if splice > 0 and n > 1:
+        srng = np.random.default_rng([seed, 19] + ([draw] if draw else []))
+        spliced = np.flatnonzero(srng.random(len(out)) < splice)
+        partner = srng.integers(0, len(out), len(spliced))
+        share = srng.uniform(SPLICE_MIN, SPLICE_MAX, len(spliced))
+        where = srng.random(len(spliced))
+        for j, p, f, u in zip(spliced, partner, share, where):
+            L = int(min(out_len[j], out_len[p]))  # within both sequences' samples
+            w = max(1, int(round(f * L)))
+            a = int(u * (L - w + 1))
+            out[j, a:a + w] = out[p, a:a + w]
     stacked, new_len = stack_frames(out.astype(np.float32), out_len, frame_stack)
     return stacked[:, :steps], np.minimum(new_len, steps)

@@ -100,6 +100,9 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
         "transfer_mixup": (0.5, "share of the transfer set's views that are mixtures of two (mixup: inputs between "
                                 "the samples, labelled by the teacher); 0.5 chosen by 5-fold cross-validation of four "
                                 "sensor sets' training splits (284 of 326 held-out samples against 275 with 0)"),
+        "transfer_splice": (0.0, "share of the transfer set's views in which one segment (10-50% of the length) is "
+                                 "replaced by the same steps of another view (CutMix in time), labelled by the "
+                                 "teacher; 0: none"),
         "select": ("auto", "stage 2 keeps the epoch with the best validation accuracy (accuracy), or the lowest "
                            "validation distillation loss (loss), far less noisy on a small validation split; auto: "
                            "loss below 50 validation samples, else accuracy"),
@@ -246,6 +249,7 @@ def validate(cfg: dict, source: str) -> dict:
         (0 <= data["frame_stack"] <= 64, "[data] frame_stack must lie in 0..64 (0: auto)"),
         (0 <= d["transfer"] <= 100, "[distill] transfer must lie in 0..100"),
         (0.0 <= d["transfer_mixup"] <= 1.0, "[distill] transfer_mixup must lie in 0..1"),
+        (0.0 <= d["transfer_splice"] <= 1.0, "[distill] transfer_splice must lie in 0..1"),
         (1 <= d["transfer_rounds"] <= 100, "[distill] transfer_rounds must lie in 1..100"),
         (set(d["transfer_augment"]) <= set(AUGMENTS) and len(set(d["transfer_augment"])) == len(d["transfer_augment"]),
          f"[distill] transfer_augment: each of {', '.join(AUGMENTS)} at most once"),

@@ -142,7 +142,7 @@ def train_distill(student: TinyLSTM, adapters: list[Adapter], task: TaskData, te
 
         def transfer_set(draw: int):  # (x, lengths, teacher logits) of the draw-th transfer set
             xa, la = views(task.x_train, task.len_train, task.frame_stack, dcfg["transfer"], seed,
-                           dcfg["transfer_mixup"], dcfg["transfer_augment"], draw)
+                           dcfg["transfer_mixup"], dcfg["transfer_augment"], draw, dcfg["transfer_splice"])
             return xa, la, np.asarray(teacher.label(xa, la), np.float32)
 
         xa, la, ta = transfer_set(0)

@@ -204,6 +204,7 @@ def test_kd_loss_is_the_formula():
     (["--set", "data.folds=1"], ["[data] folds", "0 (off)", "2..1000"]),
     (["--set", "distill.transfer_rounds=0"], ["[distill] transfer_rounds", "1..100"]),
     (["--set", "distill.transfer_mixup=1.5"], ["[distill] transfer_mixup", "0..1"]),
+    (["--set", "distill.transfer_splice=-0.1"], ["[distill] transfer_splice", "0..1"]),
     (["--set", "distill.batch_size=-1"], ["batch sizes"]),
 ])
 def test_refusals_are_one_line_and_touch_nothing(args, words, tmp_path):

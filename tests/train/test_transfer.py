@@ -266,6 +266,31 @@ def test_mixup_views_mix_two_sequences_within_the_shorter_length():
     assert np.array_equal(again, mixed)
 
 
+def test_splice_views_take_one_segment_from_another_view_at_the_same_steps():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(6, 30, 2)).astype(np.float32)
+    lengths = np.array([30, 30, 18, 30, 9, 30])
+    x[np.arange(30)[None, :] >= lengths[:, None]] = 0
+    plain, lp = views(x, lengths, 1, copies=4, seed=5, mixup=0.5)
+    spliced, ls = views(x, lengths, 1, copies=4, seed=5, mixup=0.5, splice=1.0)
+    assert np.array_equal(ls, lp)  # lengths are the view's own
+    np.testing.assert_array_equal(views(x, lengths, 1, copies=4, seed=5, mixup=0.5, splice=0.0)[0], plain)
+    changed = 0
+    for i in range(len(plain)):
+        diff = np.flatnonzero(np.any(spliced[i] != plain[i], axis=1))
+        if not len(diff):
+            continue  # its partner was itself, or equal there
+        changed += 1
+        a, b = diff[0], diff[-1] + 1
+        assert b <= lp[i] and b - a <= round(0.5 * lp[i]) + 1  # one segment, inside the length, at most half
+        # the segment is some other view's steps a..b, unchanged in time (that view as it was then: plain, or
+        # already spliced itself)
+        assert any(np.array_equal(spliced[i, a:b], src[j, a:b]) for src in (plain, spliced)
+                   for j in range(len(plain)) if j != i), i
+    assert changed >= len(plain) // 2
+    assert np.array_equal(views(x, lengths, 1, copies=4, seed=5, mixup=0.5, splice=1.0)[0], spliced)
+
+
 def test_transfer_rounds_draw_fresh_views_labelled_by_the_teacher():
     pytest.importorskip("torch")
     pytest.importorskip("aeon")
