@@ -104,8 +104,9 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
                                  "replaced by the same steps of another view (CutMix in time), labelled by the "
                                  "teacher; 0: none"),
         "select": ("auto", "stage 2 keeps the epoch with the best validation accuracy (accuracy), or the lowest "
-                           "validation distillation loss (loss), far less noisy on a small validation split; auto: "
-                           "loss below 50 validation samples, else accuracy"),
+                           "validation distillation loss (loss), far less noisy on a small validation split, or the last "
+                           "epoch (last, the end of the cosine schedule); auto: loss below 50 validation samples, "
+                           "else accuracy"),
         "fallback": (True, "also train the student without the teacher and ship that one (QAT on hard labels) when "
                            "it beats the distilled student on the validation split by more than chance (a sign test)"),
         "epochs": (100, "stage 2: full distillation"),
@@ -253,7 +254,7 @@ def validate(cfg: dict, source: str) -> dict:
         (1 <= d["transfer_rounds"] <= 100, "[distill] transfer_rounds must lie in 1..100"),
         (set(d["transfer_augment"]) <= set(AUGMENTS) and len(set(d["transfer_augment"])) == len(d["transfer_augment"]),
          f"[distill] transfer_augment: each of {', '.join(AUGMENTS)} at most once"),
-        (d["select"] in ("auto", "accuracy", "loss"), "[distill] select must be auto, accuracy or loss"),
+        (d["select"] in ("auto", "accuracy", "loss", "last"), "[distill] select must be auto, accuracy, loss or last"),
         (0.0 <= cfg["prune"]["sparsity"] <= 0.95, "[prune] sparsity must lie in 0..0.95"),
         (0.0 <= cfg["prune"]["start"] < cfg["prune"]["end"] <= 1.0, "[prune] needs 0 <= start < end <= 1"),
         (all(0 <= v <= MAX_EPOCHS for v in (t["epochs"], t["finetune_epochs"], d["warmup_epochs"], d["epochs"], cfg["qat"]["epochs"])),

@@ -202,7 +202,8 @@ def train_distill(student: TinyLSTM, adapters: list[Adapter], task: TaskData, te
             return -validation_loss(student, task, teacher, dcfg)
     history = run_stage("distill", [student, *adapters, *extra], step_loss, len(yt), epochs=epochs, quiet=quiet,
                         evaluate=lambda: accuracy(student, task.x_val, task.len_val, task.y_val), score=score,
-                        after_step=pruner.after_step if pruner is not None else None, **_stage_args(dcfg, seed))
+                        after_step=pruner.after_step if pruner is not None else None,
+                        keep_last=selection(dcfg, task) == "last", **_stage_args(dcfg, seed))
     if pruner is not None:
         pruner.finalize()
     return history
@@ -210,7 +211,10 @@ def train_distill(student: TinyLSTM, adapters: list[Adapter], task: TaskData, te
 
 def selection(dcfg: dict, task: TaskData) -> str:
     """What stage 2 keeps its epoch by: ``[distill] select``, where ``auto`` is the validation loss on a
-    validation split below ``MIN_VAL_SAMPLES`` samples and the validation accuracy on a larger one."""
+    validation split below ``MIN_VAL_SAMPLES`` samples and the validation accuracy on a larger one; ``last``
+    keeps the last epoch (the end of the cosine schedule) whatever the validation split says."""
+    if dcfg["select"] == "last":
+        return "last"
     if not len(task.y_val):
         return "accuracy"  # (no validation split: run_stage keeps the last epoch)
     if dcfg["select"] == "auto":

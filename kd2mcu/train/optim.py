@@ -33,7 +33,7 @@ def run_stage(name: str, modules: list[torch.nn.Module], step_loss: Callable[[np
               seed: int, evaluate: Optional[Callable[[], Optional[float]]] = None, quiet: bool = False,
               keep_start: bool = False, param_groups: Optional[list[dict]] = None, patience: int = 0,
               score: Optional[Callable[[], Optional[float]]] = None,
-              after_step: Optional[Callable[[int], None]] = None) -> dict:
+              after_step: Optional[Callable[[int], None]] = None, keep_last: bool = False) -> dict:
     """Train ``modules`` for ``epochs``; ``step_loss(batch_indices, epoch)`` returns the loss of one batch.
 
     With ``keep_start`` the weights the stage starts from compete too (best_epoch -1 when they win, and
@@ -100,7 +100,9 @@ def run_stage(name: str, modules: list[torch.nn.Module], step_loss: Callable[[np
         if patience and value is not None and since_gain >= patience:
             history["stopped_early_at"] = epoch
             break
-    if best is not None:
+    if keep_last:
+        history["best_epoch"] = len(history["loss"]) - 1
+    elif best is not None:
         for m, state in zip(modules, best):
             m.load_state_dict(state)
         history["best_epoch"] = best_epoch

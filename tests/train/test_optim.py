@@ -41,3 +41,23 @@ def test_a_score_picks_the_epoch_instead_of_the_accuracy():
                   score=lambda: next(scores), quiet=True, after_step=steps.append)
     assert h["best_epoch"] == 1 and h["val_score"] == [-3.0, -1.0, -2.0] and h["val_accuracy"] == [0.9, 0.5, 0.6]
     assert steps == [0, 0, 1, 1, 2, 2]  # after every optimizer step, with its epoch
+
+
+def test_keep_last_keeps_the_last_epochs_weights_however_validation_scores():
+    x = torch.ones(4, 2)
+
+    def stage(keep_last):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(2, 1)
+        accs = iter([0.9, 0.5, 0.6])  # the best accuracy is epoch 0's
+        h = run_stage("t", [model], lambda idx, epoch: (model(x[idx]) ** 2).mean(), 4, epochs=3, lr=1e-1,
+                      weight_decay=0.0, batch_size=2, grad_clip=1.0, seed=0, evaluate=lambda: next(accs),
+                      quiet=True, keep_last=keep_last)
+        return h, [p.detach().clone() for p in model.parameters()]
+
+    best, w_best = stage(False)
+    last, w_last = stage(True)
+    assert best["best_epoch"] == 0 and last["best_epoch"] == 2
+    assert last["val_accuracy"] == [0.9, 0.5, 0.6]  # still recorded
+    assert not torch.equal(w_best[0], w_last[0])  # epoch 0's weights restored against the last epoch's kept
+    assert float((w_last[0].sum() + w_last[1]) ** 2) < float((w_best[0].sum() + w_best[1]) ** 2)  # trained on

@@ -401,3 +401,4 @@ def test_stage_2_keeps_its_epoch_by_the_loss_on_a_small_validation_split():
     assert selection({"select": "auto"}, small) == "loss" and selection({"select": "auto"}, large) == "accuracy"
     assert selection({"select": "accuracy"}, small) == "accuracy" and selection({"select": "loss"}, large) == "loss"
     assert selection({"select": "loss"}, none) == "accuracy"  # nothing to score: run_stage keeps the last epoch
+    assert selection({"select": "last"}, small) == selection({"select": "last"}, large) == "last"
