@@ -100,9 +100,10 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
         "transfer_mixup": (0.5, "share of the transfer set's views that are mixtures of two (mixup: inputs between "
                                 "the samples, labelled by the teacher); 0.5 chosen by 5-fold cross-validation of four "
                                 "sensor sets' training splits (284 of 326 held-out samples against 275 with 0)"),
-        "transfer_splice": (0.0, "share of the transfer set's views in which one segment (10-50% of the length) is "
+        "transfer_splice": (0.5, "share of the transfer set's views in which one segment (10-50% of the length) is "
                                  "replaced by the same steps of another view (CutMix in time), labelled by the "
-                                 "teacher; 0: none"),
+                                 "teacher; 0.5 chosen by 5-fold cross-validation of three univariate sets' training "
+                                 "splits (255 of 286 held-out samples against 244 with 0); 0: none"),
         "select": ("auto", "stage 2 keeps the epoch with the best validation accuracy (accuracy), or the lowest "
                            "validation distillation loss (loss), far less noisy on a small validation split, or the last "
                            "epoch (last, the end of the cosine schedule); auto: loss below 50 validation samples, "

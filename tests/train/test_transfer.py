@@ -317,5 +317,5 @@ def test_transfer_rounds_draw_fresh_views_labelled_by_the_teacher():
     assert all(len(xa) == 2 * len(task.y_train) for xa, _, _ in seen)
     assert not np.array_equal(seen[0][0], seen[1][0]) and not np.array_equal(seen[1][0], seen[2][0])
     again = views(task.x_train, task.len_train, task.frame_stack, 2, 1, cfg["transfer_mixup"],
-                  cfg["transfer_augment"], draw=2)
+                  cfg["transfer_augment"], draw=2, splice=cfg["transfer_splice"])
     np.testing.assert_array_equal(seen[2][0], again[0])  # draw 2 of the run's seed
