@@ -14,7 +14,8 @@ Run: .venv/bin/python benchmarks/cv_select.py --datasets arrow_head,osuleaf --fo
 A candidate is NAME or NAME:SECTION.KEY=VALUE;SECTION.KEY=VALUE (settings on top of the defaults, as
 kd2mcu train --set). With --json, finished runs are kept there and skipped when the script runs again;
 --only 3,4 runs just those folds (0-based: to share the folds between processes, one --json each), and
---merge FILE reads another process's runs before the table is printed.
+--merge FILE reads another process's runs before the table is printed; --table only prints the table
+from --json and --merge, training nothing.
 Candidates run fold by fold, so each fold's teacher is trained once and then read from kd2mcu's cache.
 """
 from __future__ import annotations
@@ -72,12 +73,15 @@ def main():
     ap.add_argument("--json", help="keep every run here (and skip those already in it)")
     ap.add_argument("--only", help="run only these folds (0-based, comma-separated)")
     ap.add_argument("--merge", action="append", default=[], help="another --json's runs, read for the table")
+    ap.add_argument("--table", action="store_true", help="print the table from --json and --merge; train nothing")
     args = ap.parse_args()
     candidates = [parse_candidate(c) for c in args.candidate or ["default"]]
     store = Path(args.json) if args.json else None
     done: dict = json.loads(store.read_text()) if store and store.is_file() else {}
     datasets = args.datasets.split(",")
-    only = [int(f) for f in args.only.split(",")] if args.only else range(args.folds)
+    only = [] if args.table else [int(f) for f in args.only.split(",")] if args.only else range(args.folds)
+    if any(not 0 <= f < args.folds for f in only):
+        ap.error(f"--only: folds are 0..{args.folds - 1}")
     for dataset in datasets:
         for fold in only:
             for name, settings in candidates:
