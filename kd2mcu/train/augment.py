@@ -41,7 +41,8 @@ def views(x: np.ndarray, lengths: np.ndarray, frame_stack: int, copies: int, see
     each made by ``augments`` (names from ``AUGMENTS``; the defaults draw the same numbers as before
     the others existed): returns (x [copies * N, T, k*F] float32, lengths [copies * N]). ``draw`` > 0
     gives other views from the same seed (draw 0: the numbers drawn before draws existed). ``mixup`` and
-    ``splice`` draw from streams of their own, so each leaves the other's views and the plain ones as they were."""
+    ``splice`` draw from random streams of their own: switching one on or off changes neither the other's
+    draws nor the plain views."""
     unknown = sorted(set(augments) - set(AUGMENTS))
     if unknown:
         raise ValueError(f"unknown augmentations {unknown}; known: {', '.join(AUGMENTS)}")

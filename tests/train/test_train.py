@@ -205,6 +205,7 @@ def test_kd_loss_is_the_formula():
     (["--set", "distill.transfer_rounds=0"], ["[distill] transfer_rounds", "1..100"]),
     (["--set", "distill.transfer_mixup=1.5"], ["[distill] transfer_mixup", "0..1"]),
     (["--set", "distill.transfer_splice=-0.1"], ["[distill] transfer_splice", "0..1"]),
+    (["--set", "distill.select=best"], ["[distill] select", "auto, accuracy, loss or last"]),
     (["--set", "distill.batch_size=-1"], ["batch sizes"]),
 ])
 def test_refusals_are_one_line_and_touch_nothing(args, words, tmp_path):
