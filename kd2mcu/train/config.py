@@ -43,6 +43,10 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
         "folds": (0, "cross-validation: the training split dealt into this many stratified folds (drawn with the "
                      "seed), fold number `fold` held out as the validation split instead of val_fraction (0: off)"),
         "fold": (0, "cross-validation: the fold held out (0..folds-1); run each to hold out every sample once"),
+        "fold_split": ("validation", "cross-validation: the held-out fold is the validation split (validation), or the "
+                                     "test split (test: nested, the fold only scored, never used to choose an epoch "
+                                     "or the fallback; validation is val_fraction of the other folds, the dataset's "
+                                     "own test split is not loaded)"),
         "max_len": (0, "steps kept per sample, longer ones are cut (0: text 64 characters, sensor data its longest sequence)"),
         "max_vocab": (2000, "text: vocabulary size cap, <pad> and <oov> included"),
         "subset": (0, "use only this many samples of a bundled set (0: all)"),
@@ -245,6 +249,7 @@ def validate(cfg: dict, source: str) -> dict:
         (0.0 <= data["val_fraction"] < 0.9, "[data] val_fraction must lie in 0..0.9"),
         (data["folds"] == 0 or 2 <= data["folds"] <= 1000, "[data] folds must be 0 (off) or lie in 2..1000"),
         (0 <= data["fold"] < max(data["folds"], 1), "[data] fold must lie in 0..folds-1 (0 without folds)"),
+        (data["fold_split"] in ("validation", "test"), "[data] fold_split must be validation or test"),
         (0 <= data["max_len"] <= MAX_STEPS, f"[data] max_len must lie in 0..{MAX_STEPS}"),
         (3 <= data["max_vocab"] <= MAX_VOCAB, f"[data] max_vocab must lie in 3..{MAX_VOCAB}"),
         (0 <= data["subset"] <= 10**7, "[data] subset must lie in 0..10000000"),

@@ -45,6 +45,10 @@ Splits:
   (``val_fraction=0`` gives empty validation arrays). For cross-validation, ``folds=K`` (2 or more)
   deals the training split into K stratified folds, drawn with ``seed``, and fold ``fold`` (0..K-1)
   becomes the validation split instead: over the K folds every training sample is held out exactly once.
+  With ``fold_split="test"`` the held-out fold becomes the test split instead (the bundled or given
+  test split is then not loaded at all) and the validation split is a ``val_fraction`` of the other
+  folds: nested cross-validation, where the held-out fold is only scored, never used to choose an
+  epoch or a fallback, so the score is not flattered by those choices.
 
 Every split keeps its samples in source order. Sequences are padded with zeros at the end to the
 longest one (or cut to ``max_len``). Feature sequences are standardized with the per-feature mean and
@@ -168,13 +172,16 @@ class _Samples:
 
 def load_task(dataset: str | None = None, data: str | Path | None = None, test: str | Path | None = None, *,
               seed: int = 0, val_fraction: float = 0.15, max_len: int | None = None, max_vocab: int = 2000,
-              subset: int | None = None, frame_stack: int = 1, folds: int = 0, fold: int = 0) -> TaskData:
+              subset: int | None = None, frame_stack: int = 1, folds: int = 0, fold: int = 0,
+              fold_split: str = "validation") -> TaskData:
     """Load a bundled dataset (default ``basic_motions``) or the user's files, ready for training."""
     if not 0 <= val_fraction < 1:
         raise UserError(f"--val-fraction {val_fraction}: must be at least 0 and below 1")
     if folds == 1 or folds < 0 or not 0 <= fold < max(folds, 1):
         raise UserError(f"[data] folds = {folds}, fold = {fold}: folds must be 0 (no cross-validation) or at least 2, "
                         "and fold one of 0..folds-1")
+    if fold_split not in ("validation", "test"):
+        raise UserError(f"[data] fold_split = {fold_split!r}: must be validation or test")
     if max_len is not None and max_len < 1:
         raise UserError(f"--max-len {max_len}: must be at least 1")
     if max_vocab < 3:
@@ -202,7 +209,11 @@ def load_task(dataset: str | None = None, data: str | Path | None = None, test: 
         train, test_samples = _split(train, TEST_FRACTION, np.random.default_rng([_FIXED_SEED, 2]), what, "test", fix)
     if data is not None:
         _check_classes(train, test_samples, len(classes), data, test)
-    if folds:
+    if folds and fold_split == "test":  # nested: the held-out fold is only scored
+        train, test_samples = _fold(train, folds, fold, np.random.default_rng([seed, 3]))
+        train, val = _split(train, val_fraction, np.random.default_rng([seed, 4]), "the other folds", "validation",
+                            "give more training samples, fewer folds or a smaller --val-fraction")
+    elif folds:
         train, val = _fold(train, folds, fold, np.random.default_rng([seed, 3]))
     else:
         train, val = _split(train, val_fraction, np.random.default_rng([seed, 3]), "the training split", "validation",

@@ -58,12 +58,13 @@ def load_task_for(cfg: dict) -> TaskData:
             raise UserError("[data] subset is for the bundled datasets; cut your own file instead")
         return load_task(data=d["train_file"], test=d["test_file"] or None, seed=cfg["run"]["seed"],
                          val_fraction=d["val_fraction"], max_len=d["max_len"] or None, max_vocab=d["max_vocab"],
-                         frame_stack=d["frame_stack"], folds=d["folds"], fold=d["fold"])
+                         frame_stack=d["frame_stack"], folds=d["folds"], fold=d["fold"],
+                         fold_split=d["fold_split"])
     if d["test_file"]:
         raise UserError("[data] test_file (--test) needs train_file (--data)")
     return load_task(dataset=d["dataset"], seed=cfg["run"]["seed"], val_fraction=d["val_fraction"],
                      max_len=d["max_len"] or None, max_vocab=d["max_vocab"], subset=d["subset"] or None,
-                     frame_stack=d["frame_stack"], folds=d["folds"], fold=d["fold"])
+                     frame_stack=d["frame_stack"], folds=d["folds"], fold=d["fold"], fold_split=d["fold_split"])
 
 
 def get_teacher(task: TaskData, cfg: dict, quiet: bool):

@@ -176,6 +176,22 @@ def test_folds_hold_out_every_training_sample_exactly_once():
     with user_error(r"the training split has only 36 sample\(s\), fewer than \[data\] folds = 37; give fewer folds"):
         load_task("arrow_head", folds=37)
 
+
+def test_nested_folds_score_the_held_out_fold_as_test_and_validate_on_the_others():
+    whole = load_task("arrow_head", val_fraction=0)
+    plain = [load_task("arrow_head", seed=2, folds=5, fold=k) for k in range(5)]
+    nested = [load_task("arrow_head", seed=2, folds=5, fold=k, fold_split="test") for k in range(5)]
+    for p, n in zip(plain, nested):
+        np.testing.assert_array_equal(n.index_test, p.index_val)  # the same fold, now the test split
+        np.testing.assert_array_equal(n.y_test, p.y_val)
+        assert len(n.y_val) == 4  # 15% of the other 28-29 samples
+        assert not set(n.index_val) & set(n.index_train)
+        assert sorted(np.concatenate([n.index_train, n.index_val]).tolist()) == sorted(p.index_train.tolist())
+    assert sum(len(n.y_test) for n in nested) == len(whole.y_train)  # the dataset's own test split is not loaded
+    assert_same(load_task("arrow_head", seed=2, folds=5, fold=1, fold_split="test"), nested[1])
+    with user_error(r"\[data\] fold_split = 'train': must be validation or test"):
+        load_task("arrow_head", folds=5, fold_split="train")
+
 # ---- user files ------------------------------------------------------------------------------------
 
 def write_csv(path, text: str):

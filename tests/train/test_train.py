@@ -202,6 +202,7 @@ def test_kd_loss_is_the_formula():
     (["--set", "run.stage_samples=-5"], ["stage_samples"]),
     (["--set", "data.fold=2"], ["[data] fold", "0..folds-1", "0 without folds"]),
     (["--set", "data.folds=1"], ["[data] folds", "0 (off)", "2..1000"]),
+    (["--set", "data.folds=5", "--set", "data.fold_split=train"], ["[data] fold_split", "validation or test"]),
     (["--set", "distill.transfer_rounds=0"], ["[distill] transfer_rounds", "1..100"]),
     (["--set", "distill.transfer_mixup=1.5"], ["[distill] transfer_mixup", "0..1"]),
     (["--set", "distill.transfer_splice=-0.1"], ["[distill] transfer_splice", "0..1"]),
