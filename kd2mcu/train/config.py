@@ -94,6 +94,10 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
         "warmup_epochs": (10, "stage 1: hard labels only"),
         "transfer": (20, "augmented views of the training split per sample, labelled by the teacher and added to "
                         "stage 2 (sensor data; teachers that can label new inputs; not with beta > 0)"),
+        "text_transfer": (0, "text: views of each training text (a random 70-100% window, 10% of its characters "
+                             "dropped; transfer_splice applies too; kd2mcu/train/augment_text.py), labelled by the "
+                             "teacher and added to stage 2, as transfer does for sensor data (teachers that can "
+                             "label new inputs; not with beta > 0)"),
         "transfer_augment": (["scale", "jitter", "slice"], "how the transfer set's views are made (kd2mcu/train/augment.py): "
                              "scale (magnitude), jitter (noise), slice (a random 85-100% window, stretched), warp "
                              "(a smooth time warp), roll (a circular shift: for cyclic series such as outlines traced "
@@ -255,6 +259,7 @@ def validate(cfg: dict, source: str) -> dict:
         (0 <= data["subset"] <= 10**7, "[data] subset must lie in 0..10000000"),
         (0 <= data["frame_stack"] <= 64, "[data] frame_stack must lie in 0..64 (0: auto)"),
         (0 <= d["transfer"] <= 100, "[distill] transfer must lie in 0..100"),
+        (0 <= d["text_transfer"] <= 100, "[distill] text_transfer must lie in 0..100"),
         (0.0 <= d["transfer_mixup"] <= 1.0, "[distill] transfer_mixup must lie in 0..1"),
         (0.0 <= d["transfer_splice"] <= 1.0, "[distill] transfer_splice must lie in 0..1"),
         (1 <= d["transfer_rounds"] <= 100, "[distill] transfer_rounds must lie in 1..100"),

@@ -129,20 +129,27 @@ def train_distill(student: TinyLSTM, adapters: list[Adapter], task: TaskData, te
                   seed: int, quiet: bool = False, attention_proj: Optional[torch.nn.Module] = None, pruner=None,
                   unlabeled: Optional[tuple] = None) -> dict:
     """Stage 2: soft targets, hard labels and hidden-state alignment; with ``[distill] transfer = K`` the
-    training split is joined by K augmented views of it (``kd2mcu.train.augment``) that the teacher labels
-    (their hard label: the teacher's class), where the teacher can label new inputs and nothing is aligned;
+    training split is joined by K augmented views of it (``kd2mcu.train.augment``; text: ``[distill]
+    text_transfer`` views, ``kd2mcu.train.augment_text``) that the teacher labels (their hard label: the
+    teacher's class), where the teacher can label new inputs and nothing is aligned;
     ``unlabeled`` (x, lengths, teacher logits: ``[data] unlabeled``) joins it the same way."""
     x, lengths, y = task.x_train, task.len_train, task.y_train
     t_train = teacher.logits["train"].astype(np.float32)
     n_own = len(task.y_train)  # rows past this are the transfer set's (no teacher attention for them)
     epochs, rounds = dcfg["epochs"], dcfg["transfer_rounds"]
     draw_now = None
-    if dcfg["transfer"] and teacher.label is not None and task.kind == "sequence" and not adapters:
+    sensor = task.kind == "sequence"
+    copies = dcfg["transfer"] if sensor else dcfg["text_transfer"]
+    if copies and teacher.label is not None and not adapters:
         from kd2mcu.train.augment import views
+        from kd2mcu.train.augment_text import text_views
 
         def transfer_set(draw: int):  # (x, lengths, teacher logits) of the draw-th transfer set
-            xa, la = views(task.x_train, task.len_train, task.frame_stack, dcfg["transfer"], seed,
-                           dcfg["transfer_mixup"], dcfg["transfer_augment"], draw, dcfg["transfer_splice"])
+            if sensor:
+                xa, la = views(task.x_train, task.len_train, task.frame_stack, copies, seed, dcfg["transfer_mixup"],
+                               dcfg["transfer_augment"], draw, dcfg["transfer_splice"])
+            else:
+                xa, la = text_views(task.x_train, task.len_train, copies, seed, dcfg["transfer_splice"], draw)
             return xa, la, np.asarray(teacher.label(xa, la), np.float32)
 
         xa, la, ta = transfer_set(0)

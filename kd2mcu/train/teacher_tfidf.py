@@ -4,7 +4,9 @@ the bundled Chinese reviews more accurate than a transformer trained here from s
 
 It reads the whole text where the task has it (the bundled set keeps its raw strings: the teacher may
 see more than the student's ``max_len`` characters), else the student's character ids, each id one
-symbol. It has no hidden states to align with and does not label new inputs.
+symbol. It has no hidden states to align with. It labels new inputs (the transfer set's views of the
+texts) from their character ids, each decoded by the vocabulary (an ``<oov>`` id as a character no text
+has, which the TF-IDF vocabulary ignores).
 """
 from __future__ import annotations
 
@@ -22,7 +24,15 @@ def _documents(task: TaskData, split: str) -> list[str]:
     texts = getattr(task, f"texts_{split}")
     if texts is not None:
         return list(texts)
-    ids, lengths = getattr(task, f"x_{split}"), getattr(task, f"len_{split}")
+    return _decode(task, getattr(task, f"x_{split}"), getattr(task, f"len_{split}"))
+
+
+def _decode(task: TaskData, ids: np.ndarray, lengths: np.ndarray) -> list[str]:
+    """Token ids as strings: by the vocabulary where the task has its raw texts (its entries are the
+    characters; <pad> and <oov> become private-use characters), else each id one private-use symbol."""
+    if task.texts_train is not None and task.vocab is not None:
+        table = [v if len(v) == 1 else chr(0xE000 + k) for k, v in enumerate(task.vocab)]
+        return ["".join(table[int(t)] for t in row[:n]) for row, n in zip(ids, lengths)]
     return ["".join(chr(0xE000 + int(t)) for t in row[:n]) for row, n in zip(ids, lengths)]
 
 
@@ -45,4 +55,13 @@ def fit(task: TaskData, tcfg: dict, quiet: bool = True) -> TeacherOutputs:
         if docs:
             logits[:, clf.classes_] = np.maximum(clf.predict_log_proba(vec.transform(docs)), -30.0)
         out.logits[split] = logits
+
+    def label(x, lengths):
+        """Logits of new token id sequences (views of the texts)."""
+        logits = np.full((len(x), task.num_classes), -30.0, np.float32)
+        if len(x):
+            logits[:, clf.classes_] = np.maximum(clf.predict_log_proba(vec.transform(_decode(task, x, lengths))), -30.0)
+        return logits
+
+    out.label = label
     return out

