@@ -283,6 +283,24 @@ def test_mixup_views_mix_two_sequences_within_the_shorter_length():
     assert np.array_equal(again, mixed)
 
 
+def spliced_segments(plain: np.ndarray, spliced: np.ndarray, lengths: np.ndarray) -> int:
+    """Asserts that each spliced view differs from its plain view in one segment inside its length, at most
+    half of it, equal to some other view's same steps (that view as it was then: plain, or already spliced
+    itself); returns how many views changed."""
+    changed = 0
+    for i in range(len(plain)):
+        differs = spliced[i] != plain[i]
+        diff = np.flatnonzero(differs.reshape(len(differs), -1).any(axis=1))
+        if not len(diff):
+            continue  # its partner was itself, or equal there
+        changed += 1
+        a, b = diff[0], diff[-1] + 1
+        assert b <= lengths[i] and b - a <= round(0.5 * lengths[i]) + 1, i
+        assert any(np.array_equal(spliced[i, a:b], src[j, a:b]) for src in (plain, spliced)
+                   for j in range(len(plain)) if j != i), i
+    return changed
+
+
 def test_splice_views_take_one_segment_from_another_view_at_the_same_steps():
     rng = np.random.default_rng(3)
     x = rng.normal(size=(6, 30, 2)).astype(np.float32)
@@ -292,19 +310,7 @@ def test_splice_views_take_one_segment_from_another_view_at_the_same_steps():
     spliced, ls = views(x, lengths, 1, copies=4, seed=5, mixup=0.5, splice=1.0)
     assert np.array_equal(ls, lp)  # lengths are the view's own
     np.testing.assert_array_equal(views(x, lengths, 1, copies=4, seed=5, mixup=0.5, splice=0.0)[0], plain)
-    changed = 0
-    for i in range(len(plain)):
-        diff = np.flatnonzero(np.any(spliced[i] != plain[i], axis=1))
-        if not len(diff):
-            continue  # its partner was itself, or equal there
-        changed += 1
-        a, b = diff[0], diff[-1] + 1
-        assert b <= lp[i] and b - a <= round(0.5 * lp[i]) + 1  # one segment, inside the length, at most half
-        # the segment is some other view's steps a..b, unchanged in time (that view as it was then: plain, or
-        # already spliced itself)
-        assert any(np.array_equal(spliced[i, a:b], src[j, a:b]) for src in (plain, spliced)
-                   for j in range(len(plain)) if j != i), i
-    assert changed >= len(plain) // 2
+    assert spliced_segments(plain, spliced, lp) >= len(plain) // 2
     assert np.array_equal(views(x, lengths, 1, copies=4, seed=5, mixup=0.5, splice=1.0)[0], spliced)
 
 
@@ -332,17 +338,7 @@ def test_text_views_are_cropped_thinned_and_spliced_inside_each_length():
     np.testing.assert_array_equal(text_views(x, lengths, copies=3, seed=5, splice=0.0)[0], plain)
     spliced, ls = text_views(x, lengths, copies=3, seed=5, splice=1.0)
     np.testing.assert_array_equal(ls, lp)  # splicing keeps each view's length
-    changed = 0
-    for v in range(len(plain)):
-        diff = np.flatnonzero(spliced[v] != plain[v])
-        if not len(diff):
-            continue
-        changed += 1
-        a, b = diff[0], diff[-1] + 1
-        assert b <= lp[v] and b - a <= round(0.5 * lp[v]) + 1  # one segment, inside the length, at most half
-        assert any(np.array_equal(spliced[v, a:b], src[j, a:b]) for src in (plain, spliced)
-                   for j in range(len(plain)) if j != v), v
-    assert changed >= len(plain) // 3
+    assert spliced_segments(plain, spliced, lp) >= len(plain) // 3
 
 
 def test_transfer_rounds_draw_fresh_views_labelled_by_the_teacher():
