@@ -254,6 +254,8 @@ def validate(cfg: dict, source: str) -> dict:
         (data["folds"] == 0 or 2 <= data["folds"] <= 1000, "[data] folds must be 0 (off) or lie in 2..1000"),
         (0 <= data["fold"] < max(data["folds"], 1), "[data] fold must lie in 0..folds-1 (0 without folds)"),
         (data["fold_split"] in ("validation", "test"), "[data] fold_split must be validation or test"),
+        (data["fold_split"] == "validation" or data["folds"] >= 2,
+         "[data] fold_split = test needs cross-validation: give [data] folds (2 or more) and fold"),
         (0 <= data["max_len"] <= MAX_STEPS, f"[data] max_len must lie in 0..{MAX_STEPS}"),
         (3 <= data["max_vocab"] <= MAX_VOCAB, f"[data] max_vocab must lie in 3..{MAX_VOCAB}"),
         (0 <= data["subset"] <= 10**7, "[data] subset must lie in 0..10000000"),
