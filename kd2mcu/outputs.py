@@ -24,6 +24,7 @@ from typing import Iterable, Optional
 
 from kd2mcu import __version__
 from kd2mcu.errors import UserError
+from kd2mcu.interrupt import check as check_interrupt
 from kd2mcu.interrupt import raise_from_now_on
 
 MARKER = ".kd2mcu"
@@ -202,6 +203,11 @@ class OutputFolder:
 
     def commit(self) -> Path:
         try:
+            check_interrupt()  # never commit a run whose Ctrl-C native code dropped
+        except KeyboardInterrupt:
+            self.abort()
+            raise
+        try:
             (self.stage / MARKER).write_text(json.dumps({"kind": self.kind, "kd2mcu_version": __version__}) + "\n")
             if self.target.exists():
                 old = self.target.parent / f".{self.target.name}.old-{os.getpid()}"
@@ -260,6 +266,7 @@ def write_file_atomically(path: Path, write) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
+        check_interrupt()
         os.replace(tmp, path)
     except OSError as exc:
         raise cannot("write", path, exc) from None

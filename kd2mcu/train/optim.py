@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from kd2mcu import interrupt
+
 # Validation accuracy on fewer samples than this cannot tell epochs apart: one sample is 2-20 points.
 # Below it the teacher does not stop early, and stage 2 ([distill] select = auto) keeps the epoch by the
 # validation distillation loss instead (continuous, so far less noisy): on OSULeaf's 30 validation samples
@@ -74,6 +76,7 @@ def run_stage(name: str, modules: list[torch.nn.Module], step_loss: Callable[[np
             m.train()
         losses = []
         for idx in batches(n, batch_size, rng):
+            interrupt.check()  # a Ctrl-C that native code dropped
             loss = step_loss(idx, epoch)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -613,3 +613,26 @@ def test_bad_raw_inputs_and_texts_are_one_line(tmp_path):
                         ("c", "x_raw must hold x's samples")):
         with pytest.raises(UserError, match=words):
             load_npz(tmp_path / f"{name}.npz")
+
+
+def test_a_ctrl_c_that_native_code_drops_is_raised_at_the_next_safe_point(tmp_path):
+    """Python drops (and prints) a KeyboardInterrupt raised inside a ctypes callback, as numba's compiler runs
+    inside MiniRocket: the run went on to the end and exited 0. The Ctrl-C is now kept, silent, and raised
+    again by ``interrupt.check()`` (every training batch, before an output is committed)."""
+    script = tmp_path / "drop.py"
+    script.write_text(
+        "import ctypes, os, signal\n"
+        "from kd2mcu import interrupt\n"
+        "interrupt.quit_at_once()\n"
+        "interrupt.raise_from_now_on()\n"
+        "def callback():\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    sum(range(1000))  # the handler runs here, inside the callback\n"
+        "ctypes.CFUNCTYPE(None)(callback)()\n"
+        "print('went on', flush=True)\n"
+        "interrupt.check()\n"
+        "print('not reached', flush=True)\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.stdout == "went on\n"  # dropped by Python, as before ...
+    assert "KeyboardInterrupt" in proc.stderr and "Exception ignored" not in proc.stderr  # ... silently; raised
