@@ -86,15 +86,21 @@ def views(x: np.ndarray, lengths: np.ndarray, frame_stack: int, copies: int, see
         valid = np.arange(out.shape[1])[None, :] < out_len[mixed][:, None]
         out[mixed] *= valid[:, :, None]
     if splice > 0 and n > 1:
-        srng = np.random.default_rng([seed, 19] + ([draw] if draw else []))
-        spliced = np.flatnonzero(srng.random(len(out)) < splice)
-        partner = srng.integers(0, len(out), len(spliced))
-        share = srng.uniform(SPLICE_MIN, SPLICE_MAX, len(spliced))
-        where = srng.random(len(spliced))
-        for j, p, f, u in zip(spliced, partner, share, where):
-            L = int(min(out_len[j], out_len[p]))  # within both sequences' samples
-            w = max(1, int(round(f * L)))
-            a = int(u * (L - w + 1))
-            out[j, a:a + w] = out[p, a:a + w]
+        splice_segments(out, out_len, splice, np.random.default_rng([seed, 19] + ([draw] if draw else [])))
     stacked, new_len = stack_frames(out.astype(np.float32), out_len, frame_stack)
     return stacked[:, :steps], np.minimum(new_len, steps)
+
+
+def splice_segments(out: np.ndarray, lengths: np.ndarray, share: float, rng: np.random.Generator) -> None:
+    """CutMix in time, in place: in a share ``share`` of the rows of ``out`` (time on axis 1), one segment of
+    ``SPLICE_MIN`` to ``SPLICE_MAX`` of the steps both rows have is replaced by the same steps of another row
+    drawn at random (rows spliced earlier are read as they are by then). Used for sensor and text views."""
+    spliced = np.flatnonzero(rng.random(len(out)) < share)
+    partner = rng.integers(0, len(out), len(spliced))
+    fraction = rng.uniform(SPLICE_MIN, SPLICE_MAX, len(spliced))
+    where = rng.random(len(spliced))
+    for j, p, f, u in zip(spliced, partner, fraction, where):
+        L = int(min(lengths[j], lengths[p]))  # within both rows' steps
+        w = max(1, int(round(f * L)))
+        a = int(u * (L - w + 1))
+        out[j, a:a + w] = out[p, a:a + w]

@@ -5,18 +5,19 @@ holds, the same view for both (as ``kd2mcu.train.augment`` does for sensor seque
 Each view of a text, within its true length:
 - crop: a random window of ``CROP`` to 100% of its tokens (at least one);
 - drop: then every token left out with probability ``DROP`` (at least one kept);
-- splice (a share ``splice`` of the views, from a random stream of its own): one segment of ``SPLICE_MIN``
-  to ``SPLICE_MAX`` of the view's length replaced by the tokens at the same positions of another view
-  drawn at random, where that one has them (CutMix on text: two reviews' phrases in one input, which
-  the teacher labels).
+- splice (a share ``splice`` of the views, from a random stream of its own; ``augment.splice_segments``,
+  as for sensor views): one segment of 10-50% of the positions both views have replaced by the tokens at
+  the same positions of another view drawn at random (CutMix on text: two reviews' phrases in one input,
+  which the teacher labels).
 A view is never longer than the text it came from; padding stays 0 (``<pad>``).
 """
 from __future__ import annotations
 
 import numpy as np
 
+from kd2mcu.train.augment import splice_segments
+
 CROP, DROP = 0.7, 0.1
-SPLICE_MIN, SPLICE_MAX = 0.1, 0.5
 
 
 def text_views(x: np.ndarray, lengths: np.ndarray, copies: int, seed: int, splice: float = 0.0, draw: int = 0):
@@ -40,13 +41,5 @@ def text_views(x: np.ndarray, lengths: np.ndarray, copies: int, seed: int, splic
             out[c * n + i, :len(seq)] = seq
             out_len[c * n + i] = len(seq)
     if splice > 0 and len(out):
-        mix = np.random.default_rng([seed, 29] + ([draw] if draw else []))
-        for v in np.flatnonzero(mix.random(len(out)) < splice):
-            partner = int(mix.integers(len(out)))
-            L = int(out_len[v])
-            width = max(1, int(round(mix.uniform(SPLICE_MIN, SPLICE_MAX) * L)))
-            start = int(mix.integers(0, L - width + 1))
-            stop = min(start + width, int(out_len[partner]))  # only where the partner has tokens
-            if stop > start:
-                out[v, start:stop] = out[partner, start:stop]
+        splice_segments(out, out_len, splice, np.random.default_rng([seed, 29] + ([draw] if draw else [])))
     return out, out_len
