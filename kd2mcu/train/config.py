@@ -89,6 +89,8 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
         "layers": (1, "LSTM layers (1 or 2)"),
         "bidirectional": (False, "bidirectional LSTM layers"),
         "embedding": (32, "text: embedding width (sensor data has no embedding)"),
+        "dropout": (0.0, "while training: dropout on the final hidden state the head reads and between layers "
+                         "(nothing changes at inference; 0: off)"),
     },
     "distill": {
         "warmup_epochs": (10, "stage 1: hard labels only"),
@@ -114,8 +116,10 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
                                  "splits (255 of 286 held-out samples against 244 with 0); 0: none"),
         "select": ("auto", "stage 2 keeps the epoch with the best validation accuracy (accuracy), or the lowest "
                            "validation distillation loss (loss), far less noisy on a small validation split, or the last "
-                           "epoch (last, the end of the cosine schedule); auto: loss below 50 validation samples, "
-                           "else accuracy"),
+                           "epoch (last, the end of the cosine schedule), or the mean of the weights of the epochs "
+                           "from average_from on (average: stochastic weight averaging); auto: loss below 50 "
+                           "validation samples, else accuracy"),
+        "average_from": (0.5, "select = average: the share of stage 2 after which each epoch's weights join the mean"),
         "fallback": (True, "also train the student without the teacher and ship that one (QAT on hard labels) when "
                            "it beats the distilled student on the validation split by more than chance (a sign test)"),
         "epochs": (100, "stage 2: full distillation"),
@@ -221,6 +225,7 @@ def validate(cfg: dict, source: str) -> dict:
         (8 <= s["hidden"] <= 128, "[student] hidden must lie in 8..128"),
         (s["layers"] in (1, 2), "[student] layers must be 1 or 2"),
         (1 <= s["embedding"] <= 256, "[student] embedding must lie in 1..256"),
+        (0.0 <= s["dropout"] < 1.0, "[student] dropout must lie in 0..1 (1 excluded)"),
         (0.0 <= d["alpha"] <= 1.0, "[distill] alpha must lie in 0..1"),
         (d["beta"] >= 0.0, "[distill] beta must be >= 0"),
         (0.0 <= d["gamma"] <= 1000.0, "[distill] gamma must lie in 0..1000"),
@@ -267,7 +272,9 @@ def validate(cfg: dict, source: str) -> dict:
         (1 <= d["transfer_rounds"] <= 100, "[distill] transfer_rounds must lie in 1..100"),
         (set(d["transfer_augment"]) <= set(AUGMENTS) and len(set(d["transfer_augment"])) == len(d["transfer_augment"]),
          f"[distill] transfer_augment: each of {', '.join(AUGMENTS)} at most once"),
-        (d["select"] in ("auto", "accuracy", "loss", "last"), "[distill] select must be auto, accuracy, loss or last"),
+        (d["select"] in ("auto", "accuracy", "loss", "last", "average"),
+         "[distill] select must be auto, accuracy, loss, last or average"),
+        (0.0 <= d["average_from"] < 1.0, "[distill] average_from must lie in 0..1 (1 excluded)"),
         (0.0 <= cfg["prune"]["sparsity"] <= 0.95, "[prune] sparsity must lie in 0..0.95"),
         (0.0 <= cfg["prune"]["start"] < cfg["prune"]["end"] <= 1.0, "[prune] needs 0 <= start < end <= 1"),
         (all(0 <= v <= MAX_EPOCHS for v in (t["epochs"], t["finetune_epochs"], d["warmup_epochs"], d["epochs"], cfg["qat"]["epochs"])),

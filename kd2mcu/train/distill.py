@@ -60,7 +60,7 @@ def build_student(task: TaskData, scfg: dict, seed: int) -> TinyLSTM:
     text = task.kind == "text"
     return TinyLSTM(input_size=scfg["embedding"] if text else task.num_features, hidden=scfg["hidden"],
                     num_classes=task.num_classes, layers=scfg["layers"], bidirectional=scfg["bidirectional"],
-                    vocab=len(task.vocab) if text else 0)
+                    vocab=len(task.vocab) if text else 0, dropout=scfg["dropout"])
 
 
 def predict(student: TinyLSTM, x: np.ndarray, lengths: np.ndarray, batch: int = 512) -> np.ndarray:
@@ -210,7 +210,9 @@ def train_distill(student: TinyLSTM, adapters: list[Adapter], task: TaskData, te
     history = run_stage("distill", [student, *adapters, *extra], step_loss, len(yt), epochs=epochs, quiet=quiet,
                         evaluate=lambda: accuracy(student, task.x_val, task.len_val, task.y_val), score=score,
                         after_step=pruner.after_step if pruner is not None else None,
-                        keep_last=selection(dcfg, task) == "last", **_stage_args(dcfg, seed))
+                        keep_last=selection(dcfg, task) == "last",
+                        average_from=(int(dcfg["average_from"] * epochs) if selection(dcfg, task) == "average"
+                                      else None), **_stage_args(dcfg, seed))
     if pruner is not None:
         pruner.finalize()
     return history
@@ -219,9 +221,10 @@ def train_distill(student: TinyLSTM, adapters: list[Adapter], task: TaskData, te
 def selection(dcfg: dict, task: TaskData) -> str:
     """What stage 2 keeps its epoch by: ``[distill] select``, where ``auto`` is the validation loss on a
     validation split below ``MIN_VAL_SAMPLES`` samples and the validation accuracy on a larger one; ``last``
-    keeps the last epoch (the end of the cosine schedule) whatever the validation split says."""
-    if dcfg["select"] == "last":
-        return "last"
+    keeps the last epoch (the end of the cosine schedule) whatever the validation split says, ``average`` the
+    mean of the weights of the epochs from ``[distill] average_from`` on."""
+    if dcfg["select"] in ("last", "average"):
+        return dcfg["select"]
     if not len(task.y_val):
         return "accuracy"  # (no validation split: run_stage keeps the last epoch)
     if dcfg["select"] == "auto":

@@ -35,7 +35,8 @@ def run_stage(name: str, modules: list[torch.nn.Module], step_loss: Callable[[np
               seed: int, evaluate: Optional[Callable[[], Optional[float]]] = None, quiet: bool = False,
               keep_start: bool = False, param_groups: Optional[list[dict]] = None, patience: int = 0,
               score: Optional[Callable[[], Optional[float]]] = None,
-              after_step: Optional[Callable[[int], None]] = None, keep_last: bool = False) -> dict:
+              after_step: Optional[Callable[[int], None]] = None, keep_last: bool = False,
+              average_from: Optional[int] = None) -> dict:
     """Train ``modules`` for ``epochs``; ``step_loss(batch_indices, epoch)`` returns the loss of one batch.
 
     With ``keep_start`` the weights the stage starts from compete too (best_epoch -1 when they win, and
@@ -44,7 +45,8 @@ def run_stage(name: str, modules: list[torch.nn.Module], step_loss: Callable[[np
     stops the stage once that many epochs in a row brought no validation accuracy above the best so far
     (early stopping; the best epoch's weights are restored as always). ``score`` (higher is better) picks the
     epoch instead of the accuracy: a validation loss is far less noisy than the accuracy on a few dozen
-    samples, which picked undertrained early epochs.
+    samples, which picked undertrained early epochs. ``average_from``: the stage ends with the mean of the
+    weights at the end of every epoch from that one on (stochastic weight averaging; no epoch is picked).
     Returns the history: per epoch the mean training loss and the validation accuracy.
     """
     history = {"stage": name, "loss": [], "val_accuracy": []}
@@ -71,6 +73,7 @@ def run_stage(name: str, modules: list[torch.nn.Module], step_loss: Callable[[np
         history["start_val_accuracy"] = start
     bar = tqdm(range(epochs), desc=name, unit="epoch", leave=False, disable=quiet, dynamic_ncols=True)
     since_gain = 0
+    mean, averaged = None, 0
     for epoch in bar:
         for m in modules:
             m.train()
@@ -99,14 +102,34 @@ def run_stage(name: str, modules: list[torch.nn.Module], step_loss: Callable[[np
         if value is not None and (gained or (value == best_acc and best_epoch != -1)):
             best_acc, best, best_epoch = value, [copy.deepcopy(m.state_dict()) for m in modules], epoch
         bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", **({} if acc is None else {"val_acc": f"{acc:.3f}"}))
+        if average_from is not None and epoch >= average_from:
+            mean, averaged = _accumulate(mean, [m.state_dict() for m in modules], averaged), averaged + 1
         since_gain = 0 if gained else since_gain + 1
         if patience and value is not None and since_gain >= patience:
             history["stopped_early_at"] = epoch
             break
-    if keep_last:
+    if mean is not None:
+        for m, state in zip(modules, mean):
+            m.load_state_dict(state)
+        history["best_epoch"] = len(history["loss"]) - 1
+        history["averaged_epochs"] = averaged
+    elif keep_last:
         history["best_epoch"] = len(history["loss"]) - 1
     elif best is not None:
         for m, state in zip(modules, best):
             m.load_state_dict(state)
         history["best_epoch"] = best_epoch
     return history
+
+
+def _accumulate(mean: Optional[list[dict]], states: list[dict], count: int) -> list[dict]:
+    """The running mean of ``count`` + 1 state dicts: floating-point tensors averaged, others the latest."""
+    if mean is None:
+        return [{k: v.detach().clone() for k, v in state.items()} for state in states]
+    for m, state in zip(mean, states):
+        for k, v in state.items():
+            if v.is_floating_point():
+                m[k].mul_(count / (count + 1)).add_(v.detach(), alpha=1.0 / (count + 1))
+            else:
+                m[k] = v.detach().clone()
+    return mean

@@ -21,11 +21,16 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 class TinyLSTM(nn.Module):
     def __init__(self, input_size: int, hidden: int, num_classes: int, layers: int = 1,
-                 bidirectional: bool = False, vocab: int = 0):
-        """``input_size`` is the feature count, or the embedding width when ``vocab`` > 0 (token input)."""
+                 bidirectional: bool = False, vocab: int = 0, dropout: float = 0.0):
+        """``input_size`` is the feature count, or the embedding width when ``vocab`` > 0 (token input).
+        ``dropout``: while training, dropout on each layer's output sequence that feeds another layer and on
+        the final state the head reads (no weights, nothing at inference: the integer model is the same)."""
         super().__init__()
         self.shape = dict(input_size=input_size, hidden=hidden, num_classes=num_classes, layers=layers,
                           bidirectional=bidirectional, vocab=vocab)
+        if dropout:
+            self.shape["dropout"] = dropout
+        self.dropout = dropout
         self.embedding = nn.Embedding(vocab, input_size) if vocab else None
         dirs = 2 if bidirectional else 1
         # One module per layer, so every layer's output sequence is there for hidden-state alignment.
@@ -54,7 +59,11 @@ class TinyLSTM(nn.Module):
             out, (h_n, _) = lstm(packed)
             seq, _ = pad_packed_sequence(out, batch_first=True, total_length=T)
             outputs.append(seq)
+            if self.dropout and self.training:  # (only when set: p = 0 keeps the random streams untouched)
+                seq = nn.functional.dropout(seq, self.dropout, training=True)
         final = torch.cat([h_n[0], h_n[1]], 1) if self.shape["bidirectional"] else h_n[0]
+        if self.dropout and self.training:
+            final = nn.functional.dropout(final, self.dropout, training=True)
         return self.head(final), final, outputs
 
     def num_params(self) -> int:

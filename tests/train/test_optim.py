@@ -61,3 +61,42 @@ def test_keep_last_keeps_the_last_epochs_weights_however_validation_scores():
     assert last["val_accuracy"] == [0.9, 0.5, 0.6]  # still recorded
     assert not torch.equal(w_best[0], w_last[0])  # epoch 0's weights restored against the last epoch's kept
     assert float((w_last[0].sum() + w_last[1]) ** 2) < float((w_best[0].sum() + w_best[1]) ** 2)  # trained on
+
+
+def test_average_from_ends_with_the_mean_of_those_epochs_weights():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 1)
+    x = torch.ones(4, 2)
+    seen = []  # each epoch's weights, as evaluate sees them at the end of the epoch
+
+    def evaluate():
+        seen.append([p.detach().clone() for p in model.parameters()])
+        return 1.0 - 0.1 * len(seen)  # epoch 0 scores best: averaging must not pick it
+    h = run_stage("t", [model], lambda idx, epoch: (model(x[idx]) - 3.0).pow(2).mean(), 4, epochs=5, lr=1e-1,
+                  weight_decay=0.0, batch_size=2, grad_clip=1.0, seed=0, evaluate=evaluate, quiet=True,
+                  average_from=2)
+    assert h["averaged_epochs"] == 3 and h["best_epoch"] == 4
+    for k, p in enumerate(model.parameters()):
+        mean = torch.stack([w[k] for w in seen[2:]]).mean(0)
+        assert torch.allclose(p.detach(), mean, atol=1e-6)
+        assert not torch.allclose(p.detach(), seen[-1][k]) and not torch.allclose(p.detach(), seen[0][k])
+
+
+def test_student_dropout_acts_while_training_only_and_leaves_the_weights_alone(tmp_path):
+    from kd2mcu.train.student import TinyLSTM, load, save
+
+    torch.manual_seed(0)
+    plain = TinyLSTM(3, 8, 2, layers=2)
+    torch.manual_seed(0)
+    dropped = TinyLSTM(3, 8, 2, layers=2, dropout=0.5)
+    assert plain.state_dict().keys() == dropped.state_dict().keys()
+    x, lengths = torch.randn(4, 6, 3, generator=torch.Generator().manual_seed(1)), torch.tensor([6, 5, 3, 1])
+    plain.eval(), dropped.eval()
+    assert torch.equal(plain(x, lengths)[0], dropped(x, lengths)[0])  # inference: the same model
+    dropped.train()
+    torch.manual_seed(2)
+    a = dropped(x, lengths)[0]
+    torch.manual_seed(3)
+    assert not torch.equal(a, dropped(x, lengths)[0])  # training: a random part dropped
+    save(dropped, tmp_path / "s.pt")
+    assert load(tmp_path / "s.pt").dropout == 0.5

@@ -208,7 +208,9 @@ def test_kd_loss_is_the_formula():
     (["--set", "distill.text_transfer=101"], ["[distill] text_transfer", "0..100"]),
     (["--set", "distill.transfer_mixup=1.5"], ["[distill] transfer_mixup", "0..1"]),
     (["--set", "distill.transfer_splice=-0.1"], ["[distill] transfer_splice", "0..1"]),
-    (["--set", "distill.select=best"], ["[distill] select", "auto, accuracy, loss or last"]),
+    (["--set", "distill.select=best"], ["[distill] select", "auto, accuracy, loss, last or average"]),
+    (["--set", "distill.average_from=1.0"], ["[distill] average_from", "0..1"]),
+    (["--set", "student.dropout=1.0"], ["[student] dropout", "0..1"]),
     (["--set", "distill.batch_size=-1"], ["batch sizes"]),
 ])
 def test_refusals_are_one_line_and_touch_nothing(args, words, tmp_path):
@@ -406,3 +408,4 @@ def test_stage_2_keeps_its_epoch_by_the_loss_on_a_small_validation_split():
     assert selection({"select": "accuracy"}, small) == "accuracy" and selection({"select": "loss"}, large) == "loss"
     assert selection({"select": "loss"}, none) == "accuracy"  # nothing to score: run_stage keeps the last epoch
     assert selection({"select": "last"}, small) == selection({"select": "last"}, large) == "last"
+    assert selection({"select": "average"}, small) == selection({"select": "average"}, none) == "average"
