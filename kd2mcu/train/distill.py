@@ -203,16 +203,17 @@ def train_distill(student: TinyLSTM, adapters: list[Adapter], task: TaskData, te
         return loss
 
     extra = [attention_proj] if attention_proj is not None else []
+    select = selection(dcfg, task)
     score = None
-    if selection(dcfg, task) == "loss":
+    if select == "loss":
         def score():
             return -validation_loss(student, task, teacher, dcfg)
     history = run_stage("distill", [student, *adapters, *extra], step_loss, len(yt), epochs=epochs, quiet=quiet,
                         evaluate=lambda: accuracy(student, task.x_val, task.len_val, task.y_val), score=score,
                         after_step=pruner.after_step if pruner is not None else None,
-                        keep_last=selection(dcfg, task) == "last",
-                        average_from=(int(dcfg["average_from"] * epochs) if selection(dcfg, task) == "average"
-                                      else None), **_stage_args(dcfg, seed))
+                        keep_last=select == "last",
+                        average_from=int(dcfg["average_from"] * epochs) if select == "average" else None,
+                        **_stage_args(dcfg, seed))
     if pruner is not None:
         pruner.finalize()
     return history

@@ -54,13 +54,13 @@ class TinyLSTM(nn.Module):
         outputs = []
         h_n = None
         lengths_cpu = lengths.to("cpu", torch.int64)
-        for lstm in self.lstms:
+        for k, lstm in enumerate(self.lstms):
+            if k and self.dropout and self.training:  # (only when set: p = 0 keeps the random streams untouched)
+                seq = nn.functional.dropout(seq, self.dropout, training=True)
             packed = pack_padded_sequence(seq, lengths_cpu, batch_first=True, enforce_sorted=False)
             out, (h_n, _) = lstm(packed)
             seq, _ = pad_packed_sequence(out, batch_first=True, total_length=T)
             outputs.append(seq)
-            if self.dropout and self.training:  # (only when set: p = 0 keeps the random streams untouched)
-                seq = nn.functional.dropout(seq, self.dropout, training=True)
         final = torch.cat([h_n[0], h_n[1]], 1) if self.shape["bidirectional"] else h_n[0]
         if self.dropout and self.training:
             final = nn.functional.dropout(final, self.dropout, training=True)
