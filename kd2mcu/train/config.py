@@ -94,10 +94,13 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
     },
     "distill": {
         "warmup_epochs": (10, "stage 1: hard labels only"),
-        "transfer": (40, "augmented views of the training split per sample, labelled by the teacher and added to "
-                        "stage 2 (sensor data; teachers that can label new inputs; not with beta > 0); 40 chosen by "
-                        "nested 5-fold cross-validation of three univariate sets' training splits (234 of 286 "
-                        "held-out samples against 227 with 20)"),
+        "transfer": (80, "augmented views of the training split per sample, labelled by the teacher and added to "
+                        "stage 2 (sensor data; teachers that can label new inputs; not with beta > 0); 80 chosen by "
+                        "nested 5-fold cross-validation of three univariate sets' training splits (244 of 286 "
+                        "held-out samples against 234 with 40 and 227 with 20); at most transfer_max views in all"),
+        "transfer_max": (12000, "sensor data: the transfer set holds at most this many views; on a larger training "
+                                "split each sample gets fewer, transfer_max // samples (at least 1; 0: no limit). "
+                                "Keeps stage 2's time in bounds (JapaneseVowels: 52 views per sample)"),
         "text_transfer": (0, "text: views of each training text (a random 70-100% window, 10% of its characters "
                              "dropped; transfer_splice applies too; kd2mcu/train/augment_text.py), labelled by the "
                              "teacher and added to stage 2, as transfer does for sensor data (teachers that can "
@@ -268,6 +271,7 @@ def validate(cfg: dict, source: str) -> dict:
         (0 <= data["subset"] <= 10**7, "[data] subset must lie in 0..10000000"),
         (0 <= data["frame_stack"] <= 64, "[data] frame_stack must lie in 0..64 (0: auto)"),
         (0 <= d["transfer"] <= 100, "[distill] transfer must lie in 0..100"),
+        (0 <= d["transfer_max"] <= 10**7, "[distill] transfer_max must lie in 0..10000000 (0: no limit)"),
         (0 <= d["text_transfer"] <= 100, "[distill] text_transfer must lie in 0..100"),
         (0.0 <= d["transfer_mixup"] <= 1.0, "[distill] transfer_mixup must lie in 0..1"),
         (0.0 <= d["transfer_splice"] <= 1.0, "[distill] transfer_splice must lie in 0..1"),

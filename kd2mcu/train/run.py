@@ -176,11 +176,14 @@ def schedule(cfg: dict, n_train: int) -> dict:
     of ``n_train`` samples. ``[distill] batch_size = 0``: 8, or 64 above ``LARGE_SPLIT`` samples. ``[run]
     stage_samples = S`` > 0: every stage's epochs cut to at most S / n_train (at least 1; stage 2's transfer set
     does not count, it is part of the stage's samples by choice); the no-teacher student gets the warm-up's
-    and stage 2's epochs together, as before."""
+    and stage 2's epochs together, as before. ``[distill] transfer_max = M`` > 0: the transfer set's views per
+    sample cut to at most M / n_train (at least 1; none stays none)."""
     work = copy.deepcopy(cfg)
     d = work["distill"]
     if d["batch_size"] == 0:
         d["batch_size"] = 64 if n_train > LARGE_SPLIT else 8
+    if d["transfer_max"] and d["transfer"]:
+        d["transfer"] = min(d["transfer"], max(1, d["transfer_max"] // max(n_train, 1)))
     budget = work["run"]["stage_samples"]
     if budget:
         cap = max(1, budget // max(n_train, 1))
@@ -334,7 +337,8 @@ def _distill_and_write(stage: Path, cfg: dict, quiet: bool, task: TaskData, teac
                                                   "epochs"], "warmup_epochs": dcfg["warmup_epochs"],
                      "distill_epochs": len(h2["loss"]), "distill_selection": distill.selection(dcfg, task),
                      "distill_best_epoch": h2.get("best_epoch"), "qat_epochs": cfg["qat"]["epochs"],
-                     "batch_size": dcfg["batch_size"]},
+                     "batch_size": dcfg["batch_size"],
+                     "transfer_views": dcfg["transfer"] if task.kind == "sequence" else dcfg["text_transfer"]},
     }
     if baseline is not None:
         metrics["baseline_accuracy"] = baseline_test  # measured before any QAT

@@ -205,6 +205,7 @@ def test_kd_loss_is_the_formula():
     (["--set", "data.folds=5", "--set", "data.fold_split=train"], ["[data] fold_split", "validation or test"]),
     (["--set", "data.fold_split=test"], ["[data] fold_split = test needs cross-validation", "folds (2 or more)"]),
     (["--set", "distill.transfer_rounds=0"], ["[distill] transfer_rounds", "1..100"]),
+    (["--set", "distill.transfer_max=-1"], ["[distill] transfer_max", "0..10000000", "0: no limit"]),
     (["--set", "distill.text_transfer=101"], ["[distill] text_transfer", "0..100"]),
     (["--set", "distill.transfer_mixup=1.5"], ["[distill] transfer_mixup", "0..1"]),
     (["--set", "distill.transfer_splice=-0.1"], ["[distill] transfer_splice", "0..1"]),

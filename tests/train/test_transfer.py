@@ -68,13 +68,14 @@ def test_rocket_teacher_with_a_transfer_set_on_arrow_head(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("aeon")
     proc = kd2mcu("train", "--dataset", "arrow_head", "--teacher", "rocket", "--set", "distill.transfer=2",
-                  "--out", tmp_path / "r", *QUICK)
+                  "--set", "distill.transfer_max=45", "--out", tmp_path / "r", *QUICK)
     assert proc.returncode == 0, proc.stderr
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert m["teacher"].startswith("MiniRocket")
     assert m["teacher_accuracy"] >= 0.75  # 175 held-out series, 3 classes: a teacher worth distilling
     assert m["int8_hostsim_accuracy"] == m["int8_accuracy"]  # the generated C, bit-exact
     assert "shipped_student" in m and "baseline_accuracy" in m  # the fallback trained the student alone too
+    assert m["samples"]["train"] == 31 and m["schedule"]["transfer_views"] == 1  # 45 views at most: 1 of each
 
 
 def test_rocket_teacher_learns_from_validation_series_but_scores_them_held_out():
@@ -170,8 +171,25 @@ def test_the_schedule_cuts_epochs_on_large_splits_and_picks_the_batch_size():
     assert cfg["distill"]["batch_size"] == 0 and cfg["teacher"]["epochs"] == 200  # cfg itself untouched
     huge = schedule(cfg, 10**6)
     assert huge["distill"]["epochs"] == 1 and huge["qat"]["epochs"] == 1  # at least one epoch
-    cfg["run"]["stage_samples"], cfg["distill"]["batch_size"] = 0, 16
-    assert schedule(cfg, 12_000)["distill"] == cfg["distill"]  # no limit, the user's batch size
+    cfg["run"]["stage_samples"], cfg["distill"]["batch_size"], cfg["distill"]["transfer_max"] = 0, 16, 0
+    assert schedule(cfg, 12_000)["distill"] == cfg["distill"]  # no limits, the user's batch size
+
+
+def test_the_schedule_cuts_the_transfer_views_on_large_splits():
+    from kd2mcu.train.config import defaults
+    from kd2mcu.train.run import schedule
+
+    cfg = defaults()
+    cfg["distill"]["transfer"], cfg["distill"]["transfer_max"] = 80, 12000
+    assert schedule(cfg, 30)["distill"]["transfer"] == 80  # 2,400 views: within the limit
+    assert schedule(cfg, 150)["distill"]["transfer"] == 80  # exactly 12,000
+    assert schedule(cfg, 229)["distill"]["transfer"] == 52  # 12000 // 229
+    assert schedule(cfg, 50_000)["distill"]["transfer"] == 1  # at least one view each
+    assert cfg["distill"]["transfer"] == 80  # cfg itself untouched
+    cfg["distill"]["transfer_max"] = 0
+    assert schedule(cfg, 50_000)["distill"]["transfer"] == 80  # no limit
+    cfg["distill"]["transfer"], cfg["distill"]["transfer_max"] = 0, 12000
+    assert schedule(cfg, 50_000)["distill"]["transfer"] == 0  # no transfer set stays none
 
 
 def test_the_fallback_needs_more_than_chance():
