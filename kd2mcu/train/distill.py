@@ -94,7 +94,8 @@ def train_hard(student: TinyLSTM, task: TaskData, dcfg: dict, epochs: int, seed:
 
     history = run_stage(name, [student], step_loss, len(yt), epochs=epochs, quiet=quiet,
                         evaluate=lambda: accuracy(student, task.x_val, task.len_val, task.y_val),
-                        after_step=pruner.after_step if pruner is not None else None, **_stage_args(dcfg, seed))
+                        after_step=pruner.after_step if pruner is not None else None,
+                        select_from=pruner.full_from() if pruner is not None else 0, **_stage_args(dcfg, seed))
     if pruner is not None:
         pruner.finalize()
     return history
@@ -211,6 +212,7 @@ def train_distill(student: TinyLSTM, adapters: list[Adapter], task: TaskData, te
     history = run_stage("distill", [student, *adapters, *extra], step_loss, len(yt), epochs=epochs, quiet=quiet,
                         evaluate=lambda: accuracy(student, task.x_val, task.len_val, task.y_val), score=score,
                         after_step=pruner.after_step if pruner is not None else None,
+                        select_from=pruner.full_from() if pruner is not None else 0,
                         keep_last=select == "last",
                         average_from=int(dcfg["average_from"] * epochs) if select == "average" else None,
                         **_stage_args(dcfg, seed))

@@ -36,7 +36,7 @@ def run_stage(name: str, modules: list[torch.nn.Module], step_loss: Callable[[np
               keep_start: bool = False, param_groups: Optional[list[dict]] = None, patience: int = 0,
               score: Optional[Callable[[], Optional[float]]] = None,
               after_step: Optional[Callable[[int], None]] = None, keep_last: bool = False,
-              average_from: Optional[int] = None) -> dict:
+              average_from: Optional[int] = None, select_from: int = 0) -> dict:
     """Train ``modules`` for ``epochs``; ``step_loss(batch_indices, epoch)`` returns the loss of one batch.
 
     With ``keep_start`` the weights the stage starts from compete too (best_epoch -1 when they win, and
@@ -47,6 +47,8 @@ def run_stage(name: str, modules: list[torch.nn.Module], step_loss: Callable[[np
     epoch instead of the accuracy: a validation loss is far less noisy than the accuracy on a few dozen
     samples, which picked undertrained early epochs. ``average_from``: the stage ends with the mean of the
     weights at the end of every epoch from that one on (stochastic weight averaging; no epoch is picked).
+    ``select_from``: epochs before it are never kept (a pruning stage's epochs before its target sparsity,
+    whose weights pruning would then cut at once, untrained).
     Returns the history: per epoch the mean training loss and the validation accuracy.
     """
     history = {"stage": name, "loss": [], "val_accuracy": []}
@@ -98,8 +100,8 @@ def run_stage(name: str, modules: list[torch.nn.Module], step_loss: Callable[[np
         if score is not None:
             history.setdefault("val_score", []).append(value)
         # ties go to the later epoch, except against the starting weights: leaving them needs a gain
-        gained = value is not None and value > best_acc
-        if value is not None and (gained or (value == best_acc and best_epoch != -1)):
+        gained = value is not None and epoch >= select_from and value > best_acc
+        if value is not None and epoch >= select_from and (gained or (value == best_acc and best_epoch != -1)):
             best_acc, best, best_epoch = value, [copy.deepcopy(m.state_dict()) for m in modules], epoch
         bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", **({} if acc is None else {"val_acc": f"{acc:.3f}"}))
         if average_from is not None and epoch >= average_from:

@@ -85,6 +85,16 @@ class Pruner:
             for w, m in zip(self.matrices, self.masks):
                 w.mul_(m)
 
+    def full_from(self) -> int:
+        """The first epoch that trains at the target sparsity: the stage keeps no earlier one (their weights,
+        cut to the target at the end, would lose what the remaining blocks never learnt to carry)."""
+        if not self.active:
+            return 0
+        target = self.cfg["sparsity"]
+        return next((e for e in range(self.epochs)
+                     if ramp(e, self.epochs, target, self.cfg["start"], self.cfg["end"]) == target),
+                    max(self.epochs - 1, 0))  # a 1-epoch stage never reaches it: its one epoch
+
     def after_step(self, epoch: int) -> None:
         if not self.active:
             return
@@ -95,7 +105,8 @@ class Pruner:
             self.apply()
 
     def finalize(self) -> None:
-        """The target share on the weights the stage kept (its best epoch may predate the ramp's end)."""
+        """The target share on the weights the stage kept (``full_from`` keeps them at it already; this
+        makes sure)."""
         if self.active:
             self.set_share(self.cfg["sparsity"])
 

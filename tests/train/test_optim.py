@@ -43,6 +43,18 @@ def test_a_score_picks_the_epoch_instead_of_the_accuracy():
     assert steps == [0, 0, 1, 1, 2, 2]  # after every optimizer step, with its epoch
 
 
+def test_select_from_never_keeps_an_earlier_epoch():
+    h = _stage([0.5, 0.9, 0.6, 0.7, 0.6], patience=0)
+    assert h["best_epoch"] == 1
+    model = torch.nn.Linear(2, 1)
+    x = torch.ones(4, 2)
+    accs = iter([0.5, 0.9, 0.6, 0.7, 0.6])  # epoch 1 is the best, but it comes before select_from
+    h = run_stage("t", [model], lambda idx, epoch: (model(x[idx]) ** 2).mean(), 4, epochs=5, lr=1e-2,
+                  weight_decay=0.0, batch_size=4, grad_clip=1.0, seed=0, evaluate=lambda: next(accs), quiet=True,
+                  select_from=2)
+    assert h["best_epoch"] == 3
+
+
 def test_keep_last_keeps_the_last_epochs_weights_however_validation_scores():
     x = torch.ones(4, 2)
 
