@@ -48,7 +48,8 @@ def run_stage(name: str, modules: list[torch.nn.Module], step_loss: Callable[[np
     samples, which picked undertrained early epochs. ``average_from``: the stage ends with the mean of the
     weights at the end of every epoch from that one on (stochastic weight averaging; no epoch is picked).
     ``select_from``: epochs before it are never kept (a pruning stage's epochs before its target sparsity,
-    whose weights pruning would then cut at once, untrained).
+    whose weights pruning would then cut at once, untrained); nor averaged: the mean starts at the later
+    of ``average_from`` and ``select_from``.
     Returns the history: per epoch the mean training loss and the validation accuracy.
     """
     history = {"stage": name, "loss": [], "val_accuracy": []}
@@ -104,7 +105,7 @@ def run_stage(name: str, modules: list[torch.nn.Module], step_loss: Callable[[np
         if value is not None and epoch >= select_from and (gained or (value == best_acc and best_epoch != -1)):
             best_acc, best, best_epoch = value, [copy.deepcopy(m.state_dict()) for m in modules], epoch
         bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", **({} if acc is None else {"val_acc": f"{acc:.3f}"}))
-        if average_from is not None and epoch >= average_from:
+        if average_from is not None and epoch >= max(average_from, select_from):
             mean, averaged = _accumulate(mean, [m.state_dict() for m in modules], averaged), averaged + 1
         since_gain = 0 if gained else since_gain + 1
         if patience and value is not None and since_gain >= patience:

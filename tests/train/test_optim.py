@@ -112,3 +112,22 @@ def test_student_dropout_acts_while_training_only_and_leaves_the_weights_alone(t
     assert not torch.equal(a, dropped(x, lengths)[0])  # training: a random part dropped
     save(dropped, tmp_path / "s.pt")
     assert load(tmp_path / "s.pt").dropout == 0.5
+
+
+def test_averaging_starts_no_earlier_than_select_from():
+    """A pruning stage with averaging: an epoch before the target sparsity never joins the mean."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 1)
+    x = torch.ones(4, 2)
+    seen = []
+
+    def evaluate():
+        seen.append([p.detach().clone() for p in model.parameters()])
+        return 0.5
+    h = run_stage("t", [model], lambda idx, epoch: (model(x[idx]) - 3.0).pow(2).mean(), 4, epochs=6, lr=1e-1,
+                  weight_decay=0.0, batch_size=2, grad_clip=1.0, seed=0, evaluate=evaluate, quiet=True,
+                  average_from=1, select_from=4)
+    assert h["averaged_epochs"] == 2
+    for k, p in enumerate(model.parameters()):
+        assert torch.allclose(p.detach(), torch.stack([w[k] for w in seen[4:]]).mean(0), atol=1e-6)
+        assert not torch.allclose(p.detach(), torch.stack([w[k] for w in seen[1:]]).mean(0), atol=1e-6)
