@@ -270,7 +270,7 @@ def validate(cfg: dict, source: str) -> dict:
         (3 <= data["max_vocab"] <= MAX_VOCAB, f"[data] max_vocab must lie in 3..{MAX_VOCAB}"),
         (0 <= data["subset"] <= 10**7, "[data] subset must lie in 0..10000000"),
         (0 <= data["frame_stack"] <= 64, "[data] frame_stack must lie in 0..64 (0: auto)"),
-        (0 <= d["transfer"] <= 100, "[distill] transfer must lie in 0..100"),
+        (0 <= d["transfer"] <= 1000, "[distill] transfer must lie in 0..1000"),
         (0 <= d["transfer_max"] <= 10**7, "[distill] transfer_max must lie in 0..10000000 (0: no limit)"),
         (0 <= d["text_transfer"] <= 100, "[distill] text_transfer must lie in 0..100"),
         (0.0 <= d["transfer_mixup"] <= 1.0, "[distill] transfer_mixup must lie in 0..1"),

@@ -207,6 +207,7 @@ def test_kd_loss_is_the_formula():
     (["--set", "distill.transfer_rounds=0"], ["[distill] transfer_rounds", "1..100"]),
     (["--set", "distill.transfer_max=-1"], ["[distill] transfer_max", "0..10000000", "0: no limit"]),
     (["--set", "distill.text_transfer=101"], ["[distill] text_transfer", "0..100"]),
+    (["--set", "distill.transfer=1001"], ["[distill] transfer", "0..1000"]),
     (["--set", "distill.transfer_mixup=1.5"], ["[distill] transfer_mixup", "0..1"]),
     (["--set", "distill.transfer_splice=-0.1"], ["[distill] transfer_splice", "0..1"]),
     (["--set", "distill.select=best"], ["[distill] select", "auto, accuracy, loss, last or average"]),
