@@ -94,13 +94,14 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
     },
     "distill": {
         "warmup_epochs": (10, "stage 1: hard labels only"),
-        "transfer": (80, "augmented views of the training split per sample, labelled by the teacher and added to "
-                        "stage 2 (sensor data; teachers that can label new inputs; not with beta > 0); 80 chosen by "
-                        "nested 5-fold cross-validation of three univariate sets' training splits (244 of 286 "
-                        "held-out samples against 234 with 40 and 227 with 20); at most transfer_max views in all"),
-        "transfer_max": (12000, "sensor data: the transfer set holds at most this many views; on a larger training "
+        "transfer": (160, "augmented views of the training split per sample, labelled by the teacher and added to "
+                         "stage 2 (sensor data; teachers that can label new inputs; not with beta > 0); 160 (with "
+                         "batch size 32) chosen by nested 5-fold cross-validation of three univariate sets' training "
+                         "splits (246 of 286 held-out samples against 244 with 80, 234 with 40 and 227 with 20, batch "
+                         "size 8); at most transfer_max views in all"),
+        "transfer_max": (24000, "sensor data: the transfer set holds at most this many views; on a larger training "
                                 "split each sample gets fewer, transfer_max // samples (at least 1; 0: no limit). "
-                                "Keeps stage 2's time in bounds (JapaneseVowels: 52 views per sample)"),
+                                "Keeps stage 2's time in bounds (JapaneseVowels: 104 views per sample)"),
         "text_transfer": (0, "text: views of each training text (a random 70-100% window, 10% of its characters "
                              "dropped; transfer_splice applies too; kd2mcu/train/augment_text.py), labelled by the "
                              "teacher and added to stage 2, as transfer does for sensor data (teachers that can "
@@ -138,7 +139,9 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
         "align_layers": ([], "teacher layers to align with (1-based; empty: a middle one and the last)"),
         "lr": (5e-3, "learning rate (AdamW, cosine schedule per stage)"),
         "weight_decay": (1e-2, "AdamW weight decay"),
-        "batch_size": (0, "batch size (0: auto, 8, or 64 on a training split above 2000 samples)"),
+        "batch_size": (0, "batch size (0: auto: sensor data 32, text 8, or 64 on a training split above 2000 "
+                          "samples; 32 for sensor data chosen with transfer = 160 by nested cross-validation, "
+                          "where it made stage 2 faster than 8 with 80 views)"),
         "grad_clip": (1.0, "gradient norm clipping"),
     },
     "prune": {

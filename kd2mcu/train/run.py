@@ -31,7 +31,8 @@ from kd2mcu.outputs import OutputFolder, write_json
 from kd2mcu.train import config as config_mod
 from kd2mcu.train.datasets import TaskData, load_task
 
-LARGE_SPLIT = 2000  # training samples above which [distill] batch_size = 0 (auto) means 64, not 8
+LARGE_SPLIT = 2000  # training samples above which [distill] batch_size = 0 (auto) means 64
+SMALL_BATCH = {"sequence": 32, "text": 8}  # [distill] batch_size = 0 (auto) up to LARGE_SPLIT samples, per task kind
 RUN_FILES = ("config.toml", "data.json", "student.pt", "student.onnx", "metrics.json")
 
 
@@ -171,9 +172,10 @@ def train(cfg: dict, out: Path, force: bool = False, quiet: bool = False, inputs
         return _train_into(folder.stage, cfg, quiet, task, t0, unlabeled)
 
 
-def schedule(cfg: dict, n_train: int) -> dict:
+def schedule(cfg: dict, n_train: int, kind: str = "sequence") -> dict:
     """The settings the stages run with: ``cfg`` with the automatic values resolved for a training split
-    of ``n_train`` samples. ``[distill] batch_size = 0``: 8, or 64 above ``LARGE_SPLIT`` samples. ``[run]
+    of ``n_train`` samples of a task of ``kind`` (sequence: sensor data, or text). ``[distill] batch_size = 0``:
+    ``SMALL_BATCH[kind]`` (sensor data 32, text 8), or 64 above ``LARGE_SPLIT`` samples. ``[run]
     stage_samples = S`` > 0: every stage's epochs cut to at most S / n_train (at least 1; stage 2's transfer set
     does not count, it is part of the stage's samples by choice); the no-teacher student gets the warm-up's
     and stage 2's epochs together, as before. ``[distill] transfer_max = M`` > 0: the transfer set's views per
@@ -181,7 +183,7 @@ def schedule(cfg: dict, n_train: int) -> dict:
     work = copy.deepcopy(cfg)
     d = work["distill"]
     if d["batch_size"] == 0:
-        d["batch_size"] = 64 if n_train > LARGE_SPLIT else 8
+        d["batch_size"] = 64 if n_train > LARGE_SPLIT else SMALL_BATCH[kind]
     if d["transfer_max"] and d["transfer"]:
         d["transfer"] = min(d["transfer"], max(1, d["transfer_max"] // max(n_train, 1)))
     budget = work["run"]["stage_samples"]
@@ -232,7 +234,7 @@ def auto_teacher(task: TaskData) -> str:
 
 
 def _train_into(stage: Path, cfg: dict, quiet: bool, task: TaskData, t0: float, unlabeled=None) -> dict:
-    work = schedule(cfg, len(task.y_train))
+    work = schedule(cfg, len(task.y_train), task.kind)
     if work["teacher"]["kind"] == "auto":
         work["teacher"]["kind"] = auto_teacher(task)
     if work["distill"]["gamma"] > 0 and "transformer" not in work["teacher"]["kind"].split("+"):

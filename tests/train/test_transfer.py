@@ -162,10 +162,11 @@ def test_the_schedule_cuts_epochs_on_large_splits_and_picks_the_batch_size():
 
     cfg = defaults()
     small = schedule(cfg, 40)
-    assert small["distill"]["batch_size"] == 8 and small["teacher"]["epochs"] == cfg["teacher"]["epochs"]
+    assert small["distill"]["batch_size"] == 32 and small["teacher"]["epochs"] == cfg["teacher"]["epochs"]
+    assert schedule(cfg, 40, "text")["distill"]["batch_size"] == 8  # text keeps 8 (sensor data measured 32)
     assert small["distill"]["epochs"] == cfg["distill"]["epochs"]
     big = schedule(cfg, 12_000)  # 60,000 samples per stage: 5 epochs each
-    assert big["distill"]["batch_size"] == 64
+    assert big["distill"]["batch_size"] == 64 and schedule(cfg, 12_000, "text")["distill"]["batch_size"] == 64
     assert (big["teacher"]["epochs"], big["distill"]["warmup_epochs"], big["distill"]["epochs"],
             big["qat"]["epochs"]) == (5, 5, 5, 5)
     assert cfg["distill"]["batch_size"] == 0 and cfg["teacher"]["epochs"] == 200  # cfg itself untouched
