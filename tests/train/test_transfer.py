@@ -76,6 +76,7 @@ def test_rocket_teacher_with_a_transfer_set_on_arrow_head(tmp_path):
     assert m["int8_hostsim_accuracy"] == m["int8_accuracy"]  # the generated C, bit-exact
     assert "shipped_student" in m and "baseline_accuracy" in m  # the fallback trained the student alone too
     assert m["samples"]["train"] == 31 and m["schedule"]["transfer_views"] == 1  # 45 views at most: 1 of each
+    assert (m["schedule"]["batch_size"], m["schedule"]["baseline_batch_size"]) == (32, 8)  # auto, sensor data
 
 
 def test_rocket_teacher_learns_from_validation_series_but_scores_them_held_out():
@@ -174,6 +175,17 @@ def test_the_schedule_cuts_epochs_on_large_splits_and_picks_the_batch_size():
     assert huge["distill"]["epochs"] == 1 and huge["qat"]["epochs"] == 1  # at least one epoch
     cfg["run"]["stage_samples"], cfg["distill"]["batch_size"], cfg["distill"]["transfer_max"] = 0, 16, 0
     assert schedule(cfg, 12_000)["distill"] == cfg["distill"]  # no limits, the user's batch size
+
+
+def test_the_no_teacher_student_keeps_batch_8_where_the_transfer_set_makes_stage_2s_32():
+    from kd2mcu.train.config import defaults
+    from kd2mcu.train.run import baseline_batch_size, schedule
+
+    cfg = defaults()
+    assert schedule(cfg, 40)["distill"]["batch_size"] == 32 and baseline_batch_size(cfg, 40) == 8
+    assert baseline_batch_size(cfg, 12_000) == 64
+    cfg["distill"]["batch_size"] = 16
+    assert baseline_batch_size(cfg, 40) == 16 and schedule(cfg, 40)["distill"]["batch_size"] == 16  # the user's
 
 
 def test_the_schedule_cuts_the_transfer_views_on_large_splits():
