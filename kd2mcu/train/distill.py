@@ -126,6 +126,13 @@ def make_adapters(teacher: TeacherOutputs, student: TinyLSTM, beta: float) -> li
     return [Adapter(int(h.shape[-1]), student.width) for h in teacher.hidden]
 
 
+def has_transfer_set(task: TaskData, teacher: TeacherOutputs, dcfg: dict, adapters: list) -> bool:
+    """Whether stage 2 adds a transfer set: views asked for (``transfer`` on sensor data, ``text_transfer`` on
+    text), a teacher that labels new inputs, and no hidden-state alignment (``adapters``)."""
+    copies = dcfg["transfer"] if task.kind == "sequence" else dcfg["text_transfer"]
+    return bool(copies) and teacher.label is not None and not adapters
+
+
 def train_distill(student: TinyLSTM, adapters: list[Adapter], task: TaskData, teacher: TeacherOutputs, dcfg: dict,
                   seed: int, quiet: bool = False, attention_proj: Optional[torch.nn.Module] = None, pruner=None,
                   unlabeled: Optional[tuple] = None) -> dict:
@@ -141,7 +148,7 @@ def train_distill(student: TinyLSTM, adapters: list[Adapter], task: TaskData, te
     draw_now = None
     sensor = task.kind == "sequence"
     copies = dcfg["transfer"] if sensor else dcfg["text_transfer"]
-    if copies and teacher.label is not None and not adapters:
+    if has_transfer_set(task, teacher, dcfg, adapters):
         from kd2mcu.train.augment import views
         from kd2mcu.train.augment_text import text_views
 

@@ -32,7 +32,7 @@ from kd2mcu.train import config as config_mod
 from kd2mcu.train.datasets import TaskData, load_task
 
 LARGE_SPLIT = 2000  # training samples above which [distill] batch_size = 0 (auto) means 64
-SMALL_BATCH = {"sequence": 32, "text": 8}  # [distill] batch_size = 0 (auto) up to LARGE_SPLIT samples, per task kind
+TRANSFER_BATCH = 32  # [distill] batch_size = 0 (auto) up to LARGE_SPLIT samples when stage 2 adds sensor views
 RUN_FILES = ("config.toml", "data.json", "student.pt", "student.onnx", "metrics.json")
 
 
@@ -172,10 +172,20 @@ def train(cfg: dict, out: Path, force: bool = False, quiet: bool = False, inputs
         return _train_into(folder.stage, cfg, quiet, task, t0, unlabeled)
 
 
-def schedule(cfg: dict, n_train: int, kind: str = "sequence") -> dict:
+def batch_size(user: int, n_train: int, sensor_views: bool) -> int:
+    """``[distill] batch_size`` resolved: the user's; auto (0): 64 above ``LARGE_SPLIT`` training samples, else
+    ``TRANSFER_BATCH`` (32) where stage 2 adds a transfer set of sensor views (``sensor_views``: chosen with
+    160 views by nested cross-validation), else 8: on the training split alone, 32 would leave a few steps
+    per epoch (BasicMotions' 34 training series: two; its student without the teacher fell to 80%)."""
+    if user:
+        return user
+    return 64 if n_train > LARGE_SPLIT else TRANSFER_BATCH if sensor_views else 8
+
+
+def schedule(cfg: dict, n_train: int) -> dict:
     """The settings the stages run with: ``cfg`` with the automatic values resolved for a training split
-    of ``n_train`` samples of a task of ``kind`` (sequence: sensor data, or text). ``[distill] batch_size = 0``:
-    ``SMALL_BATCH[kind]`` (sensor data 32, text 8), or 64 above ``LARGE_SPLIT`` samples. ``[run]
+    of ``n_train`` samples. ``[distill] batch_size = 0``: 8, or 64 above ``LARGE_SPLIT`` samples (raised to
+    ``TRANSFER_BATCH`` once the run knows stage 2 has sensor views: ``batch_size``). ``[run]
     stage_samples = S`` > 0: every stage's epochs cut to at most S / n_train (at least 1; stage 2's transfer set
     does not count, it is part of the stage's samples by choice); the no-teacher student gets the warm-up's
     and stage 2's epochs together, as before. ``[distill] transfer_max = M`` > 0: the transfer set's views per
@@ -183,7 +193,7 @@ def schedule(cfg: dict, n_train: int, kind: str = "sequence") -> dict:
     work = copy.deepcopy(cfg)
     d = work["distill"]
     if d["batch_size"] == 0:
-        d["batch_size"] = 64 if n_train > LARGE_SPLIT else SMALL_BATCH[kind]
+        d["batch_size"] = batch_size(0, n_train, False)
     if d["transfer_max"] and d["transfer"]:
         d["transfer"] = min(d["transfer"], max(1, d["transfer_max"] // max(n_train, 1)))
     budget = work["run"]["stage_samples"]
@@ -193,14 +203,6 @@ def schedule(cfg: dict, n_train: int, kind: str = "sequence") -> dict:
                              ("distill", "epochs"), ("qat", "epochs")):
             work[section][key] = min(work[section][key], cap)
     return work
-
-
-def baseline_batch_size(cfg: dict, n_train: int) -> int:
-    """The no-teacher student's batch size: the user's ``[distill] batch_size``, or with auto (0) 8, or 64
-    above ``LARGE_SPLIT`` samples. It trains on the training split alone, with no transfer set, where sensor
-    data's auto 32 (chosen for stage 2 with its transfer set) would leave it a step or two per epoch
-    (BasicMotions: 80% on the test split against 94-100% with 8), a weaker comparison and fallback."""
-    return cfg["distill"]["batch_size"] or (64 if n_train > LARGE_SPLIT else 8)
 
 
 def absolute_paths(cfg: dict) -> dict:
@@ -242,7 +244,7 @@ def auto_teacher(task: TaskData) -> str:
 
 
 def _train_into(stage: Path, cfg: dict, quiet: bool, task: TaskData, t0: float, unlabeled=None) -> dict:
-    work = schedule(cfg, len(task.y_train), task.kind)
+    work = schedule(cfg, len(task.y_train))
     if work["teacher"]["kind"] == "auto":
         work["teacher"]["kind"] = auto_teacher(task)
     if work["distill"]["gamma"] > 0 and "transformer" not in work["teacher"]["kind"].split("+"):
@@ -276,6 +278,10 @@ def _distill_and_write(stage: Path, cfg: dict, quiet: bool, task: TaskData, teac
     dcfg = cfg["distill"]
     student = distill.build_student(task, cfg["student"], seed)
     adapters = distill.make_adapters(teacher, student, dcfg["beta"])
+    alone_batch = dcfg["batch_size"]  # the student trained without the teacher sees the training split alone
+    dcfg = cfg["distill"] = dict(dcfg, batch_size=batch_size(
+        resolved["distill"]["batch_size"], len(task.y_train),
+        task.kind == "sequence" and distill.has_transfer_set(task, teacher, dcfg, adapters)))
     histories = [dict(h, run="teacher") for h in teacher.history]
     from kd2mcu.train import prune
 
@@ -296,7 +302,7 @@ def _distill_and_write(stage: Path, cfg: dict, quiet: bool, task: TaskData, teac
     if cfg["run"]["baseline"] or dcfg["fallback"]:  # the same student trained without the teacher
         baseline = distill.build_student(task, cfg["student"], seed)
         epochs_b = dcfg["warmup_epochs"] + dcfg["epochs"]
-        bcfg = dict(dcfg, batch_size=baseline_batch_size(resolved, len(task.y_train)))
+        bcfg = dict(dcfg, batch_size=alone_batch)
         hb = distill.train_hard(baseline, task, bcfg, epochs_b, seed, "baseline", quiet,
                                 pruner=prune.Pruner(baseline, cfg["prune"], epochs_b) if pruner is not None else None)
         histories.append(dict(hb, run="baseline (no teacher)"))
@@ -349,7 +355,7 @@ def _distill_and_write(stage: Path, cfg: dict, quiet: bool, task: TaskData, teac
                      "distill_epochs": len(h2["loss"]), "distill_selection": distill.selection(dcfg, task),
                      "distill_best_epoch": h2.get("best_epoch"), "qat_epochs": cfg["qat"]["epochs"],
                      "batch_size": dcfg["batch_size"],
-                     "baseline_batch_size": baseline_batch_size(resolved, len(task.y_train)),
+                     "baseline_batch_size": alone_batch,
                      "transfer_views": dcfg["transfer"] if task.kind == "sequence" else dcfg["text_transfer"]},
     }
     if baseline is not None:

@@ -163,11 +163,10 @@ def test_the_schedule_cuts_epochs_on_large_splits_and_picks_the_batch_size():
 
     cfg = defaults()
     small = schedule(cfg, 40)
-    assert small["distill"]["batch_size"] == 32 and small["teacher"]["epochs"] == cfg["teacher"]["epochs"]
-    assert schedule(cfg, 40, "text")["distill"]["batch_size"] == 8  # text keeps 8 (sensor data measured 32)
+    assert small["distill"]["batch_size"] == 8 and small["teacher"]["epochs"] == cfg["teacher"]["epochs"]
     assert small["distill"]["epochs"] == cfg["distill"]["epochs"]
     big = schedule(cfg, 12_000)  # 60,000 samples per stage: 5 epochs each
-    assert big["distill"]["batch_size"] == 64 and schedule(cfg, 12_000, "text")["distill"]["batch_size"] == 64
+    assert big["distill"]["batch_size"] == 64
     assert (big["teacher"]["epochs"], big["distill"]["warmup_epochs"], big["distill"]["epochs"],
             big["qat"]["epochs"]) == (5, 5, 5, 5)
     assert cfg["distill"]["batch_size"] == 0 and cfg["teacher"]["epochs"] == 200  # cfg itself untouched
@@ -177,15 +176,12 @@ def test_the_schedule_cuts_epochs_on_large_splits_and_picks_the_batch_size():
     assert schedule(cfg, 12_000)["distill"] == cfg["distill"]  # no limits, the user's batch size
 
 
-def test_the_no_teacher_student_keeps_batch_8_where_the_transfer_set_makes_stage_2s_32():
-    from kd2mcu.train.config import defaults
-    from kd2mcu.train.run import baseline_batch_size, schedule
+def test_auto_batch_size_is_32_only_where_stage_2_adds_sensor_views():
+    from kd2mcu.train.run import batch_size
 
-    cfg = defaults()
-    assert schedule(cfg, 40)["distill"]["batch_size"] == 32 and baseline_batch_size(cfg, 40) == 8
-    assert baseline_batch_size(cfg, 12_000) == 64
-    cfg["distill"]["batch_size"] = 16
-    assert baseline_batch_size(cfg, 40) == 16 and schedule(cfg, 40)["distill"]["batch_size"] == 16  # the user's
+    assert batch_size(0, 40, True) == 32 and batch_size(0, 40, False) == 8  # no views: the split alone
+    assert batch_size(0, 12_000, True) == 64 and batch_size(0, 12_000, False) == 64
+    assert batch_size(16, 40, True) == 16 and batch_size(16, 12_000, False) == 16  # the user's
 
 
 def test_the_schedule_cuts_the_transfer_views_on_large_splits():
