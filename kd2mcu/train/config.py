@@ -139,9 +139,9 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
         "align_layers": ([], "teacher layers to align with (1-based; empty: a middle one and the last)"),
         "lr": (5e-3, "learning rate (AdamW, cosine schedule per stage)"),
         "weight_decay": (1e-2, "AdamW weight decay"),
-        "batch_size": (0, "batch size (0: auto: sensor data 32, text 8, or 64 on a training split above 2000 "
-                          "samples; 32 for sensor data chosen with transfer = 160 by nested cross-validation, "
-                          "where it made stage 2 faster than 8 with 80 views)"),
+        "batch_size": (0, "batch size (0: auto: 32 where stage 2 adds sensor views, chosen with transfer = 160 by "
+                          "nested cross-validation; else 8, as for the student trained without the teacher; 64 "
+                          "on a training split above 2000 samples)"),
         "grad_clip": (1.0, "gradient norm clipping"),
     },
     "prune": {
