@@ -278,10 +278,10 @@ def _distill_and_write(stage: Path, cfg: dict, quiet: bool, task: TaskData, teac
     dcfg = cfg["distill"]
     student = distill.build_student(task, cfg["student"], seed)
     adapters = distill.make_adapters(teacher, student, dcfg["beta"])
+    views = distill.has_transfer_set(task, teacher, dcfg, adapters)
     alone_batch = dcfg["batch_size"]  # the student trained without the teacher sees the training split alone
-    dcfg = cfg["distill"] = dict(dcfg, batch_size=batch_size(
-        resolved["distill"]["batch_size"], len(task.y_train),
-        task.kind == "sequence" and distill.has_transfer_set(task, teacher, dcfg, adapters)))
+    dcfg = cfg["distill"] = dict(dcfg, batch_size=batch_size(resolved["distill"]["batch_size"], len(task.y_train),
+                                                             views and task.kind == "sequence"))
     histories = [dict(h, run="teacher") for h in teacher.history]
     from kd2mcu.train import prune
 
@@ -356,7 +356,8 @@ def _distill_and_write(stage: Path, cfg: dict, quiet: bool, task: TaskData, teac
                      "distill_best_epoch": h2.get("best_epoch"), "qat_epochs": cfg["qat"]["epochs"],
                      "batch_size": dcfg["batch_size"],
                      "baseline_batch_size": alone_batch,
-                     "transfer_views": dcfg["transfer"] if task.kind == "sequence" else dcfg["text_transfer"]},
+                     "transfer_views": 0 if not views else
+                     dcfg["transfer"] if task.kind == "sequence" else dcfg["text_transfer"]},
     }
     if baseline is not None:
         metrics["baseline_accuracy"] = baseline_test  # measured before any QAT

@@ -56,6 +56,7 @@ def test_run_folder_holds_everything(basic_run):
     # held-out accuracy on the 40 BasicMotions test sequences
     assert m["teacher_accuracy"] >= 0.8 and m["student_accuracy"] >= 0.8, m
     assert (m["schedule"]["batch_size"], m["schedule"]["baseline_batch_size"]) == (8, 8)  # alignment: no views
+    assert m["schedule"]["transfer_views"] == 0  # none used, whatever [distill] transfer says
     assert m["teacher_params"] > 10 * m["student_params"]
     assert m["student_params"] == 4 * 32 * (6 + 32 + 2) + 32 * 4 + 4
     data = json.loads((basic_run / "data.json").read_text())
