@@ -53,7 +53,10 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
         "unlabeled": ("", "a kd2mcu label folder: its corpus's rows, with the teacher's logits, join stage 2 "
                           "(soft targets; hard label: the teacher's class; not with beta > 0)"),
         "frame_stack": (0, "sensor data: consecutive samples stacked into one LSTM step (k samples of F features = "
-                           "k*F inputs); 0: auto, 1 for sequences up to 128 steps, else enough to run at most 64 steps"),
+                           "k*F inputs); 0: auto, 1 for sequences up to 128 steps, else enough to run at most "
+                           "stack_steps steps"),
+        "stack_steps": (64, "sensor data, frame_stack = 0 (auto): a sequence longer than 128 steps is stacked to run at "
+                            "most this many LSTM steps (8..128)"),
     },
     "teacher": {
         "kind": ("auto", "auto (sensor data: transformer+rocket, text: transformer+tfidf), transformer (trained here), pretrained (Hugging Face folder, fine-tuned), "
@@ -273,6 +276,7 @@ def validate(cfg: dict, source: str) -> dict:
         (3 <= data["max_vocab"] <= MAX_VOCAB, f"[data] max_vocab must lie in 3..{MAX_VOCAB}"),
         (0 <= data["subset"] <= 10**7, "[data] subset must lie in 0..10000000"),
         (0 <= data["frame_stack"] <= 64, "[data] frame_stack must lie in 0..64 (0: auto)"),
+        (8 <= data["stack_steps"] <= 128, "[data] stack_steps must lie in 8..128"),
         (0 <= d["transfer"] <= 1000, "[distill] transfer must lie in 0..1000"),
         (0 <= d["transfer_max"] <= 10**7, "[distill] transfer_max must lie in 0..10000000 (0: no limit)"),
         (0 <= d["text_transfer"] <= 100, "[distill] text_transfer must lie in 0..100"),

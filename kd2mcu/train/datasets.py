@@ -78,8 +78,8 @@ BUNDLED = {
     "pickup_gesture": "UCR PickupGestureWiimoteZ (aeon): Wii remote Z axis, 29-361 steps, 10 gestures, "
                       "50 train / 50 test",
 }
-# frame_stack = 0 (auto): stack frames so that a sequence runs at most this many LSTM steps, for
-# sequences longer than AUTO_STACK_ABOVE steps (shorter ones are not stacked).
+# frame_stack = 0 (auto): stack frames so that a sequence runs at most this many LSTM steps ([data]
+# stack_steps), for sequences longer than AUTO_STACK_ABOVE steps (shorter ones are not stacked).
 AUTO_STACK_STEPS = 64
 AUTO_STACK_ABOVE = 128
 DEFAULT_DATASET = "basic_motions"
@@ -173,7 +173,7 @@ class _Samples:
 def load_task(dataset: str | None = None, data: str | Path | None = None, test: str | Path | None = None, *,
               seed: int = 0, val_fraction: float = 0.15, max_len: int | None = None, max_vocab: int = 2000,
               subset: int | None = None, frame_stack: int = 1, folds: int = 0, fold: int = 0,
-              fold_split: str = "validation") -> TaskData:
+              fold_split: str = "validation", stack_steps: int = AUTO_STACK_STEPS) -> TaskData:
     """Load a bundled dataset (default ``basic_motions``) or the user's files, ready for training."""
     if not 0 <= val_fraction < 1:
         raise UserError(f"--val-fraction {val_fraction}: must be at least 0 and below 1")
@@ -227,7 +227,7 @@ def load_task(dataset: str | None = None, data: str | Path | None = None, test: 
         x_tr, x_va, x_te = (normalize(x, lengths, normalization) for x, lengths in
                             ((x_tr, l_tr), (x_va, l_va), (x_te, l_te)))
         if frame_stack == 0:  # auto
-            frame_stack = 1 if steps <= AUTO_STACK_ABOVE else -(-steps // AUTO_STACK_STEPS)
+            frame_stack = 1 if steps <= AUTO_STACK_ABOVE else -(-steps // stack_steps)
         frame_stack = min(frame_stack, MAX_FRAME_STACK)
         (x_tr, l_tr), (x_va, l_va), (x_te, l_te) = (stack_frames(x, lengths, frame_stack) for x, lengths in
                                                     ((x_tr, l_tr), (x_va, l_va), (x_te, l_te)))

@@ -60,12 +60,13 @@ def load_task_for(cfg: dict) -> TaskData:
         return load_task(data=d["train_file"], test=d["test_file"] or None, seed=cfg["run"]["seed"],
                          val_fraction=d["val_fraction"], max_len=d["max_len"] or None, max_vocab=d["max_vocab"],
                          frame_stack=d["frame_stack"], folds=d["folds"], fold=d["fold"],
-                         fold_split=d["fold_split"])
+                         fold_split=d["fold_split"], stack_steps=d["stack_steps"])
     if d["test_file"]:
         raise UserError("[data] test_file (--test) needs train_file (--data)")
     return load_task(dataset=d["dataset"], seed=cfg["run"]["seed"], val_fraction=d["val_fraction"],
                      max_len=d["max_len"] or None, max_vocab=d["max_vocab"], subset=d["subset"] or None,
-                     frame_stack=d["frame_stack"], folds=d["folds"], fold=d["fold"], fold_split=d["fold_split"])
+                     frame_stack=d["frame_stack"], folds=d["folds"], fold=d["fold"], fold_split=d["fold_split"],
+                     stack_steps=d["stack_steps"])
 
 
 def get_teacher(task: TaskData, cfg: dict, quiet: bool):

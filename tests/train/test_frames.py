@@ -123,3 +123,18 @@ def test_a_long_series_trains_frame_stacked_and_builds_bit_exact(tmp_path):
     assert kd2mcu("build", tmp_path / "r", "--out", tmp_path / "b").returncode == 0
     proc = kd2mcu("sim", tmp_path / "b", "--inputs", tmp_path / "r" / "test.npz", "--json")
     assert proc.returncode == 0 and json.loads(proc.stdout)["mismatches"] == 0, proc.stderr
+
+
+def test_auto_frame_stack_runs_at_most_stack_steps_lstm_steps(tmp_path):
+    from kd2mcu.train.datasets import load_task
+    rng = np.random.default_rng(5)
+    y = np.tile([0, 1], 20)
+    np.savez(tmp_path / "long.npz", x=rng.normal(size=(40, 300, 2)).astype(np.float32), y=y)
+    for stack_steps, k, steps in ((64, 5, 60), (32, 10, 30), (128, 3, 100)):
+        task = load_task(data=tmp_path / "long.npz", frame_stack=0, stack_steps=stack_steps)
+        assert (task.frame_stack, task.x_train.shape[1:]) == (k, (steps, 2 * k))
+    np.savez(tmp_path / "short.npz", x=rng.normal(size=(40, 128, 2)).astype(np.float32), y=y)
+    assert load_task(data=tmp_path / "short.npz", frame_stack=0, stack_steps=32).frame_stack == 1  # up to 128: none
+    assert_user_error(kd2mcu("train", "--data", tmp_path / "long.npz", "--out", tmp_path / "r",
+                             "--set", "data.stack_steps=4"), "[data] stack_steps must lie in 8..128")
+    assert not (tmp_path / "r").exists()
