@@ -120,6 +120,8 @@ def test_a_long_series_trains_frame_stacked_and_builds_bit_exact(tmp_path):
     data = json.loads((tmp_path / "r" / "data.json").read_text())
     assert data["frame_stack"] == 5 and data["sample_features"] == 1 and data["max_len"] == 60  # 300 / 5
     assert IntModel.load(tmp_path / "r" / "model.json").frame_stack == 5
+    teacher = json.loads((tmp_path / "r" / "teacher.json").read_text())  # the default: auto
+    assert teacher["kind"] == "transformer+rocket" and "ensemble, weights 0.33, 0.67" in teacher["description"]
     assert kd2mcu("build", tmp_path / "r", "--out", tmp_path / "b").returncode == 0
     proc = kd2mcu("sim", tmp_path / "b", "--inputs", tmp_path / "r" / "test.npz", "--json")
     assert proc.returncode == 0 and json.loads(proc.stdout)["mismatches"] == 0, proc.stderr

@@ -396,3 +396,21 @@ def test_transfer_rounds_draw_fresh_views_labelled_by_the_teacher():
     again = views(task.x_train, task.len_train, task.frame_stack, 2, 1, cfg["transfer_mixup"],
                   cfg["transfer_augment"], draw=2, splice=cfg["transfer_splice"])
     np.testing.assert_array_equal(seen[2][0], again[0])  # draw 2 of the run's seed
+
+
+def test_the_auto_sensor_ensemble_weighs_rocket_twice_unless_told_otherwise():
+    pytest.importorskip("aeon")
+    pytest.importorskip("sklearn")
+    from kd2mcu.train.config import DEFAULTS
+    from kd2mcu.train.datasets import load_task
+    from kd2mcu.train.run import resolve_teacher
+
+    tcfg = {key: value for key, (value, _) in DEFAULTS["teacher"].items()}
+    series, text = load_task("arrow_head"), load_task("chinese_reviews", subset=200)
+    resolved = resolve_teacher(tcfg, series)
+    assert (resolved["kind"], resolved["weights"]) == ("transformer+rocket", [1.0, 2.0])
+    assert tcfg["kind"] == "auto" and tcfg["weights"] == []  # the settings given are left as they were
+    assert resolve_teacher(dict(tcfg, weights=[3.0, 1.0]), series)["weights"] == [3.0, 1.0]  # the user's
+    assert resolve_teacher(dict(tcfg, combine="val_accuracy"), series)["weights"] == []  # by validation accuracy
+    assert resolve_teacher(dict(tcfg, kind="transformer+rocket"), series)["weights"] == []  # named: equal
+    assert (resolve_teacher(tcfg, text)["kind"], resolve_teacher(tcfg, text)["weights"]) == ("transformer+tfidf", [])
