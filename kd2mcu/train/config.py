@@ -15,6 +15,7 @@ from pathlib import Path
 from kd2mcu.errors import UserError
 from kd2mcu.quant.intmodel import MAX_STEPS
 from kd2mcu.train.augment import AUGMENTS
+from kd2mcu.train.datasets import AUTO_STACK_STEPS
 
 MAX_VOCAB = 65_535
 MAX_EPOCHS = 100_000
@@ -55,7 +56,7 @@ DEFAULTS: dict[str, dict[str, tuple]] = {
         "frame_stack": (0, "sensor data: consecutive samples stacked into one LSTM step (k samples of F features = "
                            "k*F inputs); 0: auto, 1 for sequences up to 128 steps, else enough to run at most "
                            "stack_steps steps"),
-        "stack_steps": (64, "sensor data, frame_stack = 0 (auto): a sequence longer than 128 steps is stacked to run at "
+        "stack_steps": (AUTO_STACK_STEPS, "sensor data, frame_stack = 0 (auto): a sequence longer than 128 steps is stacked to run at "
                             "most this many LSTM steps (8..128)"),
     },
     "teacher": {

@@ -401,11 +401,11 @@ def test_transfer_rounds_draw_fresh_views_labelled_by_the_teacher():
 def test_the_auto_sensor_ensemble_weighs_rocket_twice_unless_told_otherwise():
     pytest.importorskip("aeon")
     pytest.importorskip("sklearn")
-    from kd2mcu.train.config import DEFAULTS
+    from kd2mcu.train.config import defaults
     from kd2mcu.train.datasets import load_task
     from kd2mcu.train.run import resolve_teacher
 
-    tcfg = {key: value for key, (value, _) in DEFAULTS["teacher"].items()}
+    tcfg = defaults()["teacher"]
     series, text = load_task("arrow_head"), load_task("chinese_reviews", subset=200)
     resolved = resolve_teacher(tcfg, series)
     assert (resolved["kind"], resolved["weights"]) == ("transformer+rocket", [1.0, 2.0])
